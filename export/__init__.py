@@ -1,0 +1,1 @@
+"""rationalizer.export: merge, GGUF, ONNX, quantization and bundle writing (needs the ``export`` extra)."""

@@ -1,0 +1,112 @@
+"""The backend interface: one class per runtime (llama.cpp, ONNX Runtime, torch).
+
+A backend turns a prompt string into a stream of text pieces. Prompt building,
+control codes and answer parsing stay in :mod:`rationalizer.prompting`, so every
+backend sees exactly the same input text.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterator
+
+from ..bundle import Bundle
+
+
+@dataclass
+class GenerationParams:
+    """Decoding settings for one generation."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GenerationStats:
+    """Filled in by a backend while it streams: token counts and why it stopped."""
+
+    prompt_tokens: int = 0
+    tokens: int = 0
+    finish_reason: str = ""
+    first_token_at: float | None = None
+    """``time.perf_counter()`` when the first new token was sampled."""
+
+
+class Backend(ABC):
+    """Runs one bundle's weights. Implementations live one per file in this package."""
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    parallel_calls: ClassVar[bool] = False
+    """True if concurrent calls from several threads run in parallel; False if they serialize."""
+
+    @classmethod
+    @abstractmethod
+    def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "Backend":
+        """Load the bundle's ``fmt`` weights for ``device``."""
+
+    @classmethod
+    def gpu_available(cls) -> bool:
+        """Whether this backend can use a GPU on this machine."""
+        return False
+
+    @abstractmethod
+    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """Yield the generated text piece by piece, updating ``stats``; stop strings are not yielded."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` encodes to (special tokens parsed, BOS included)."""
+
+    def close(self) -> None:
+        """Free the model's memory; the backend is unusable afterwards."""
+
+
+def default_threads() -> int:
+    """CPU threads for generation: every core on small machines, half of them on large ones.
+
+    On a machine with many logical CPUs half are usually hyperthreads, which slow
+    llama.cpp's decode down rather than up; on 2 to 4 cores every one helps.
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return available if available <= 4 else available // 2
+
+
+class StopStringFilter:
+    """Cuts streamed text at the first stop string without ever emitting part of one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Add text; return what is safe to emit now (empty once a stop string was seen)."""
+        if self.stopped:
+            return ""
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.pending = self.pending[:cut], ""
+            return out
+        keep = len(self.pending) - self.hold
+        if keep <= 0:
+            return ""
+        out, self.pending = self.pending[:keep], self.pending[keep:]
+        return out
+
+    def flush(self) -> str:
+        """Return text still held back (at the end of generation)."""
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out

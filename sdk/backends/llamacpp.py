@@ -1,0 +1,135 @@
+"""The llama.cpp backend (GGUF files) through llama-cpp-python.
+
+It drives ``Llama.generate`` token by token rather than ``create_completion``:
+that gives exact token counts, our own stop-string handling shared with other
+backends, and no per-token work beyond what generation needs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+import threading
+import time
+from typing import Iterator
+
+from ..bundle import Bundle
+from ..errors import BackendError
+from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core dependency
+        raise BackendError(f"llama-cpp-python is not installed or failed to import ({exc}); pip install llama-cpp-python") from None
+    return llama_cpp
+
+
+class LlamaCppBackend(Backend):
+    """Runs GGUF weights on CPU, or offloads every layer when ``device="cuda"``."""
+
+    name = "llamacpp"
+    formats = ("gguf",)
+    devices = ("cpu", "cuda")
+    parallel_calls = False
+
+    def __init__(self, llm, context_length: int) -> None:
+        self._llm = llm
+        self._lock = threading.Lock()
+        self.context_length = context_length
+
+    @classmethod
+    def gpu_available(cls) -> bool:
+        """True when llama.cpp was built with a GPU backend (CUDA, Metal, Vulkan...)."""
+        return bool(_llama_cpp().llama_supports_gpu_offload())
+
+    @classmethod
+    def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "LlamaCppBackend":
+        """Load the bundle's GGUF model (and a GGUF LoRA adapter if the bundle has one)."""
+        llama_cpp = _llama_cpp()
+        if device == "cuda" and not cls.gpu_available():
+            raise BackendError(
+                "device 'cuda' asked, but this llama-cpp-python was built without GPU offload; reinstall it with "
+                "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python"
+            )
+        model_path = bundle.main_file("gguf")
+        adapters = [bundle.path_of(wf) for wf in bundle.files("gguf") if wf.role == "adapter"]
+        n_threads = threads or default_threads()
+        context = bundle.manifest.generation.context_length
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(model_path),
+                lora_path=str(adapters[0]) if adapters else None,
+                n_ctx=context,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_gpu_layers=-1 if device == "cuda" else 0,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError(f"{model_path}: llama.cpp could not load this GGUF file ({exc})") from None
+        return cls(llm, context)
+
+    def count_tokens(self, text: str) -> int:
+        """Token count of ``text`` with special tokens parsed and BOS added as the model wants."""
+        return len(self._tokenize(text))
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """Generate after ``prompt``; calls from several threads take turns (one llama.cpp context)."""
+        with self._lock:
+            yield from self._stream_locked(prompt, params, stats)
+
+    def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        llama_cpp = _llama_cpp()
+        tokens = self._tokenize(prompt)
+        stats.prompt_tokens = len(tokens)
+        budget = min(params.max_new_tokens, self.context_length - len(tokens))
+        if budget < 1:
+            stats.finish_reason = "length"
+            return
+        greedy = params.temperature <= 0
+        self._llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stop = StopStringFilter(params.stop)
+        vocab = self._llm._model.vocab
+        stats.finish_reason = "length"
+        generator = self._llm.generate(
+            tokens,
+            temp=0.0 if greedy else params.temperature,
+            top_k=0,
+            top_p=1.0 if greedy else params.top_p,
+            min_p=0.0,
+            repeat_penalty=1.0,
+        )
+        try:
+            for token in generator:
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    stats.finish_reason = "stop"
+                    break
+                stats.tokens += 1
+                if stats.first_token_at is None:
+                    stats.first_token_at = time.perf_counter()
+                piece = stop.feed(decoder.decode(self._llm.detokenize([token])))
+                if piece:
+                    yield piece
+                if stop.stopped:
+                    stats.finish_reason = "stop"
+                    break
+                if stats.tokens >= budget:
+                    break
+        finally:
+            generator.close()
+        tail = stop.feed(decoder.decode(b"", final=True)) + stop.flush()
+        if tail:
+            yield tail
+
+    def close(self) -> None:
+        """Free the llama.cpp model and context."""
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None

@@ -1,0 +1,1 @@
+"""rationalizer.training: data, teachers, rewards and trainers (needs the ``train`` extra)."""
