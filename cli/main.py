@@ -64,10 +64,12 @@ def cli() -> None:
 
 def _register() -> None:
     from .ask import ask
+    from .eval import eval_command
     from .info import info
 
     cli.add_command(ask)
     cli.add_command(info)
+    cli.add_command(eval_command)
 
 
 _register()

@@ -9,7 +9,7 @@ from .backends import GenerationParams, GenerationStats, choose_backend
 from .bundle import Bundle
 from .errors import InputError
 from .integrity import VerifyMode
-from .manifest import Manifest
+from .manifest import Manifest, ParserSettings
 from .prompting import Quality, build_prompt, clean_choices, clean_question, parse_answer, render_codes, resolve_quality
 from .rationale import Rationale
 
@@ -177,6 +177,32 @@ class Rationalizer:
             except InputError as exc:
                 raise InputError(f"item {i}: {exc}") from None
         return [self.rationalize(q, c, **options) for q, c in items]
+
+    def answer_with_rationale(
+        self,
+        question: str,
+        rationale: str,
+        choices: Sequence[str] | None = None,
+        quality: Quality = "best",
+        max_new_tokens: int = 16,
+    ) -> str | None:
+        """The answer the model gives after a rationale that is forced on it (not its own).
+
+        The rationale and the answer marker are appended to the prompt and the
+        model completes the answer greedily; SCOTT's faithfulness checks (oracle,
+        perturbed and counterfactual rationales) are built on this.
+        """
+        q, c, selection = self._prepare(question, choices, quality)
+        marker = self.manifest.parser.marker
+        prefix = f"{rationale.strip()} {marker}" if rationale.strip() else marker
+        prompt = build_prompt(self.manifest.prompt, q, c, render_codes(self.manifest.control, selection)) + prefix
+        params = self._params(max_new_tokens, 0.0, 1.0, None)
+        completion = "".join(self._backend.stream(prompt, params, GenerationStats()))
+        return parse_answer(f"{marker}{completion}", c, ParserSettings(marker=marker, strategies=["marker"])).answer
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is for this model (as a prompt, special tokens included)."""
+        return self._backend.count_tokens(text)
 
     def close(self) -> None:
         """Free the model."""

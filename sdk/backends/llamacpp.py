@@ -73,7 +73,8 @@ class LlamaCppBackend(Backend):
 
     def count_tokens(self, text: str) -> int:
         """Token count of ``text`` with special tokens parsed and BOS added as the model wants."""
-        return len(self._tokenize(text))
+        with self._lock:
+            return len(self._tokenize(text))
 
     def _tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)

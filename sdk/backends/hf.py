@@ -1,0 +1,158 @@
+"""The torch backend: HF checkpoints (safetensors) through transformers, on CPU or GPU.
+
+This is the path right after training, before export. Its generation loop runs
+the model step by step with the KV cache so that it streams and stops exactly
+as the other backends do. torch and transformers are imported only here, and
+only when this backend is used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..bundle import Bundle
+from ..errors import BackendError, UserError
+from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
+
+
+def _torch():
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"the torch backend needs torch and transformers: pip install 'rationalizer[train]' ({exc})") from None
+    return torch
+
+
+def load_hf(bundle: Bundle, device: str = "cpu"):
+    """(model, tokenizer) from the bundle's ``hf`` files; safetensors only, never pickle."""
+    torch = _torch()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder: Path = bundle.main_file("hf").parent
+    dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise BackendError(f"{folder}: transformers could not load this checkpoint ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return model, tokenizer
+
+
+class TorchBackend(Backend):
+    """Runs HF weights with transformers: fp32 on CPU, bf16/fp16 on CUDA."""
+
+    name = "torch"
+    formats = ("hf",)
+    devices = ("cpu", "cuda")
+    parallel_calls = False
+
+    def __init__(self, model, tokenizer, stop_ids: set[int], context_length: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids
+        self.context_length = context_length
+        self._lock = threading.Lock()
+
+    @classmethod
+    def gpu_available(cls) -> bool:
+        """True when torch sees a CUDA device."""
+        try:
+            import torch
+        except ImportError:
+            return False
+        return torch.cuda.is_available()
+
+    @classmethod
+    def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "TorchBackend":
+        """Load the bundle's HF checkpoint on ``device``."""
+        torch = _torch()
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("device 'cuda' asked, but torch sees no CUDA GPU")
+        if device == "cpu":
+            torch.set_num_threads(threads or default_threads())
+        model, tokenizer = load_hf(bundle, device)
+        stop_ids = {i for i in _as_list(model.generation_config.eos_token_id) + [tokenizer.eos_token_id] if i is not None}
+        vocab = tokenizer.get_vocab()
+        stop_ids |= {vocab[s] for s in bundle.manifest.prompt.stop if s in vocab}
+        return cls(model, tokenizer, stop_ids, bundle.manifest.generation.context_length)
+
+    def count_tokens(self, text: str) -> int:
+        """Token count of ``text`` as the model sees it (special tokens included)."""
+        return len(self.tokenizer(text).input_ids)
+
+    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """Generate after ``prompt``; calls from several threads take turns."""
+        with self._lock:
+            yield from self._stream_locked(prompt, params, stats)
+
+    def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        torch = _torch()
+        ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.model.device)
+        stats.prompt_tokens = ids.shape[1]
+        budget = min(params.max_new_tokens, self.context_length - ids.shape[1])
+        stats.finish_reason = "length"
+        if budget < 1:
+            return
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self.model.device)
+            generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**31))
+        stop = StopStringFilter(params.stop)
+        generated: list[int] = []
+        shown = ""
+        past = None
+        with torch.inference_mode():
+            step_input = ids
+            while stats.tokens < budget:
+                out = self.model(step_input, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = _pick(torch, out.logits[0, -1].float(), params, generator)
+                if token in self.stop_ids:
+                    stats.finish_reason = "stop"
+                    break
+                stats.tokens += 1
+                if stats.first_token_at is None:
+                    stats.first_token_at = time.perf_counter()
+                generated.append(token)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                    piece = stop.feed(text[len(shown):])
+                    shown = text
+                    if piece:
+                        yield piece
+                    if stop.stopped:
+                        stats.finish_reason = "stop"
+                        break
+                step_input = torch.tensor([[token]], device=self.model.device)
+        tail = self.tokenizer.decode(generated, skip_special_tokens=True)[len(shown):] if not stop.stopped else ""
+        rest = stop.feed(tail) + stop.flush()
+        if rest:
+            yield rest
+
+    def close(self) -> None:
+        """Drop the model."""
+        self.model = None
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _pick(torch, logits, params: GenerationParams, generator) -> int:
+    """Greedy, or temperature + top-p (nucleus) sampling from the logits."""
+    if params.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))

@@ -1,0 +1,107 @@
+"""Running a model over examples: one record per example with every per-example metric."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..dataset import Example
+from ..errors import InputError
+from ..metrics import answers_match, consistency, diversity, perturb_words
+from ..metrics.text import words
+from ..prompting import Quality, build_prompt
+from ..runtime import Rationalizer
+from .config import EvalConfig
+from .judges import Judges
+from .summary import summarize
+
+
+@dataclass
+class EvalRun:
+    """The per-example records and the summary of one model under one setting."""
+
+    label: str
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _example_seed(seed: int, example_id: str) -> int:
+    return zlib.crc32(f"{seed}:{example_id}".encode()) & 0x7FFFFFFF
+
+
+def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, judges: Judges,
+             quality: Quality = "best", label: str | None = None,
+             counterfactuals: dict[str, Example] | None = None,
+             progress: Callable[[int], None] | None = None) -> EvalRun:
+    """Answer every example greedily and measure it; ``progress(1)`` is called after each."""
+    label = label or model.name
+    vocabulary = sorted({w for e in examples for w in words(e.rationale or e.question) if w.isalpha()})
+    start = time.perf_counter()
+    records = []
+    for example in examples:
+        records.append(_one(model, example, config, judges, quality, vocabulary, counterfactuals or {}))
+        if progress:
+            progress(1)
+    wall = time.perf_counter() - start
+    run = EvalRun(label, records)
+    run.summary = summarize(records, config, model, judges, quality, label, wall)
+    return run
+
+
+def _one(model: Rationalizer, ex: Example, config: EvalConfig, judges: Judges, quality: Quality,
+         vocabulary: list[str], counterfactuals: dict[str, Example]) -> dict[str, Any]:
+    out = model.rationalize(ex.question, ex.choices, quality=quality, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    rationale = out.rationale if out.answer is not None else out.text
+    rec: dict[str, Any] = {
+        "id": ex.id, "question": ex.question, "choices": ex.choices, "gold": ex.answer,
+        "answer": out.answer, "parsed": out.answer is not None,
+        "correct": answers_match(out.answer, ex.answer, ex.choices),
+        "rationale": rationale, "text": out.text,
+        "rationale_tokens": model.count_tokens(rationale) if rationale.strip() else 0,
+        "diversity": diversity(rationale) if rationale.strip() else None,
+        "latency_s": out.latency_s, "tokens_generated": out.tokens_generated, "tokens_per_s": out.tokens_per_s,
+    }
+    if judges.simulator is not None and ex.choices:
+        rec.update(_consistency(judges, ex, rationale))
+    if judges.verifier is not None and rationale.strip():
+        shown_answer = out.answer if out.answer is not None else ex.answer
+        rec["plausibility"] = judges.verifier.probabilities([(ex.question, shown_answer, rationale)])[0]
+    if config.faithfulness:
+        rec.update(_faithfulness(model, ex, rationale, quality, config, vocabulary, counterfactuals))
+    return rec
+
+
+def _consistency(judges: Judges, ex: Example, rationale: str) -> dict[str, Any]:
+    sim = judges.simulator
+    assert sim is not None and ex.choices is not None
+    base = build_prompt(sim.template, ex.question, ex.choices)
+    marker = "So the answer is"
+    # Each choice is scored as " choice" after the marker, so no choice pays for the space token.
+    options = [f" {c}" for c in ex.choices]
+    try:
+        delta, p_with, p_without = consistency(sim, f"{base}{rationale.strip()} {marker}", f"{base}{marker}",
+                                               options, f" {ex.answer}")
+    except InputError:
+        return {"consistency": None}
+    return {"consistency": delta, "p_gold_with_rationale": p_with, "p_gold_without_rationale": p_without}
+
+
+def _faithfulness(model: Rationalizer, ex: Example, rationale: str, quality: Quality, config: EvalConfig,
+                  vocabulary: list[str], counterfactuals: dict[str, Example]) -> dict[str, Any]:
+    rec: dict[str, Any] = {}
+    if ex.rationale:
+        oracle = model.answer_with_rationale(ex.question, ex.rationale, ex.choices, quality)
+        rec.update(oracle_answer=oracle, oracle_correct=answers_match(oracle, ex.answer, ex.choices))
+    if rationale.strip():
+        perturbed = perturb_words(rationale, vocabulary, config.perturb_fraction, _example_seed(config.seed, ex.id))
+        answer = model.answer_with_rationale(ex.question, perturbed, ex.choices, quality)
+        rec.update(perturbed_rationale=perturbed, perturbed_answer=answer,
+                   perturbed_correct=answers_match(answer, ex.answer, ex.choices))
+    cf = counterfactuals.get(ex.id) or counterfactuals.get(ex.question.lower())
+    if cf is not None and cf.rationale and cf.answer != ex.answer:
+        answer = model.answer_with_rationale(ex.question, cf.rationale, ex.choices, quality)
+        rec.update(counterfactual_answer=answer,
+                   counterfactual_follows=answers_match(answer, cf.answer, ex.choices))
+    return rec
