@@ -37,3 +37,75 @@ def default_model():
     r = Rationalizer.load()
     yield r
     r.close()
+
+
+TINY_CONTROL = {
+    "rewards": [{"name": "diversity", "levels": 5}, {"name": "consistency", "levels": 5}],
+    "presets": {"plain": {"diversity": 1}},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A bundle with a tiny random Llama in HF format and two quality codes."""
+    from tiny_model import write_hf_bundle
+
+    return write_hf_bundle(tmp_path_factory.mktemp("tiny") / "bundle", control=TINY_CONTROL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_bundle):
+    """The tiny bundle loaded through the torch backend."""
+    from rationalizer import Rationalizer
+
+    r = Rationalizer.load(str(tiny_bundle), backend="torch", device="cpu", threads=1)
+    yield r
+    r.close()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Write rows as JSONL and return the path."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama-cpp-python's own OpenAI-compatible server on 127.0.0.1, running the default GGUF."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from rationalizer import Bundle
+
+    port = _free_port()
+    gguf = Bundle.load().main_file("gguf")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", "1024", "--model_alias", "smol"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/models", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("llama_cpp.server did not start")
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
