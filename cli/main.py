@@ -66,10 +66,12 @@ def _register() -> None:
     from .ask import ask
     from .eval import eval_command
     from .info import info
+    from .teach import teach_command
 
     cli.add_command(ask)
     cli.add_command(info)
     cli.add_command(eval_command)
+    cli.add_command(teach_command)
 
 
 _register()
@@ -78,3 +80,7 @@ _register()
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""``rationalize teach``'s loop: ask the teacher, filter, append each result as it arrives, resume.
+
+The output is append-only JSONL; a result is one ``write`` of one line, so a
+kill loses at most the requests in flight (a torn last line is cut off at the
+next start). Rejected results go to ``OUT.rejected.jsonl`` with the reason, so a
+rerun does not ask again; failed requests are retried by a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rationalizer.errors import RationalizerError
+from rationalizer.metrics import answers_match
+
+from ..data import read_dataset
+from .base import Teacher, TeacherOutput, TeacherRequest, requests_for
+from .config import TeachConfig
+
+
+@dataclass
+class TeachSummary:
+    """Counts of one run; ``teacher_accuracy`` over results whose stated answer could be read."""
+
+    requested: int = 0
+    already_done: int = 0
+    done: int = 0
+    failed: int = 0
+    filtered: dict[str, int] = field(default_factory=lambda: {"empty": 0, "duplicate": 0, "too_long": 0, "mismatch": 0})
+    stated: int = 0
+    stated_correct: int = 0
+    invalid_rows: int = 0
+    wall_time_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def teacher_accuracy(self) -> float | None:
+        """Share of stated answers that equal the answer asked for."""
+        return self.stated_correct / self.stated if self.stated else None
+
+    @property
+    def per_minute(self) -> float:
+        """Results (kept or filtered) per minute of wall time."""
+        handled = self.done + sum(self.filtered.values())
+        return 60.0 * handled / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line (from a kill mid-write) so appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+
+
+def _done_keys(path: Path) -> tuple[set[tuple[str, str]], set[str]]:
+    """(id, kind) of the rows already in ``path``, and their normalized rationales."""
+    keys: set[tuple[str, str]] = set()
+    rationales: set[str] = set()
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                keys.add((str(row["id"]), row.get("kind", "factual")))
+                rationales.add(_norm(row.get("rationale") or ""))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+    return keys, rationales
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _row(request: TeacherRequest, output: TeacherOutput, teacher: str) -> dict:
+    ex = request.example
+    return {"id": ex.id, "question": ex.question, "choices": ex.choices, "answer": request.target,
+            "rationale": output.rationale, "kind": request.kind, "source": f"teacher {teacher}",
+            "teacher_answer": output.stated_answer,
+            "teacher_correct": None if output.stated_answer is None else answers_match(output.stated_answer, request.target, ex.choices),
+            **({"gold_answer": ex.answer} if request.kind == "counterfactual" else {})}
+
+
+def _verdict(row: dict, config: TeachConfig, seen: set[str]) -> str | None:
+    rationale = row["rationale"].strip()
+    if not rationale:
+        return "empty"
+    if len(rationale.split()) > config.max_words:
+        return "too_long"
+    if config.require_match and not row["teacher_correct"]:
+        return "mismatch"
+    if _norm(rationale) in seen:
+        return "duplicate"
+    return None
+
+
+def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachSummary], None] | None = None) -> TeachSummary:
+    """Write rationales for every example of ``config.data`` into ``config.out``; see the module doc."""
+    summary = TeachSummary()
+    examples, report = read_dataset(config.data, config.fields, config.skip_invalid, config.limit)
+    summary.invalid_rows = report.invalid
+    summary.errors.extend(report.errors[:5])
+    out = Path(config.out)
+    rejected = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path in (out, rejected):
+        _repair_tail(path)
+    done, seen = _done_keys(out)
+    done |= _done_keys(rejected)[0]
+    todo = []
+    for ex in examples:
+        for request in requests_for(ex, config.counterfactual, config.seed):
+            if (ex.id, request.kind) in done:
+                summary.already_done += 1
+            else:
+                todo.append(request)
+    summary.requested = len(todo)
+    batches = [todo[i : i + teacher.batch_size] for i in range(0, len(todo), teacher.batch_size)]
+    start = time.perf_counter()
+    with out.open("a", encoding="utf-8") as kept, rejected.open("a", encoding="utf-8") as dropped:
+        for batch, result in _run(teacher, batches):
+            if isinstance(result, Exception):
+                summary.failed += len(batch)
+                if len(summary.errors) < 5:
+                    summary.errors.append(str(result))
+            else:
+                for request, output in zip(batch, result):
+                    row = _row(request, output, teacher.name)
+                    if row["teacher_correct"] is not None:
+                        summary.stated += 1
+                        summary.stated_correct += bool(row["teacher_correct"])
+                    reason = _verdict(row, config, seen)
+                    if reason is None:
+                        seen.add(_norm(row["rationale"]))
+                        kept.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        summary.done += 1
+                    else:
+                        dropped.write(json.dumps({**row, "rejected": reason}, ensure_ascii=False) + "\n")
+                        summary.filtered[reason] += 1
+                kept.flush()
+                dropped.flush()
+            summary.wall_time_s = time.perf_counter() - start
+            if progress:
+                progress(len(batch), summary)
+        os.fsync(kept.fileno())
+        os.fsync(dropped.fileno())
+    summary.wall_time_s = time.perf_counter() - start
+    return summary
+
+
+def _run(teacher: Teacher, batches: list[list[TeacherRequest]]) -> Iterator[tuple[list[TeacherRequest], object]]:
+    """Yield (batch, outputs or exception) as they complete, with ``teacher.concurrency`` in flight."""
+    if teacher.concurrency <= 1:
+        for batch in batches:
+            try:
+                yield batch, teacher.write(batch)
+            except RationalizerError as exc:
+                yield batch, exc
+        return
+    pending: dict[Future, list[TeacherRequest]] = {}
+    queue = iter(batches)
+    with ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher") as pool:
+        try:
+            for batch in queue:
+                pending[pool.submit(teacher.write, batch)] = batch
+                if len(pending) >= teacher.concurrency:
+                    break
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    batch = pending.pop(future)
+                    exc = future.exception()
+                    if exc is not None and not isinstance(exc, RationalizerError):
+                        raise exc
+                    next_batch = next(queue, None)
+                    if next_batch is not None:
+                        pending[pool.submit(teacher.write, next_batch)] = next_batch
+                    yield batch, exc if exc is not None else future.result()
+        finally:
+            for future in pending:
+                future.cancel()
