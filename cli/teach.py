@@ -69,7 +69,8 @@ def teach_command(question_field: str, answer_field: str, choices_field: str, ra
     filtered = ", ".join(f"{k} {v}" for k, v in summary.filtered.items())
     acc = f"{summary.teacher_accuracy:.3f} of {summary.stated}" if summary.teacher_accuracy is not None else "n/a"
     click.echo(f"done {summary.done}, failed {summary.failed}, filtered {sum(summary.filtered.values())} ({filtered}), "
-               f"already done {summary.already_done}, invalid rows skipped {summary.invalid_rows}")
+               f"already done {summary.already_done}, invalid rows skipped {summary.invalid_rows}, "
+               f"repeated questions skipped {summary.duplicate_questions}")
     click.echo(f"teacher accuracy (stated answer = answer asked for): {acc}; "
                f"{summary.per_minute:.1f} rationales/min over {summary.wall_time_s:.1f} s -> {config.out}")
     for error in summary.errors:

@@ -16,10 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FaultyTeacherServer:
     """``plan`` maps a request number (1-based) to 'ok', '500', '429', 'hang' or 'drop'; unlisted: 'ok'."""
 
-    def __init__(self, plan: dict[int, str] | None = None, delay_s: float = 0.0, fail_questions: set[str] = frozenset()):
+    def __init__(self, plan: dict[int, str] | None = None, delay_s: float = 0.0, fail_questions: set[str] = frozenset(),
+                 same_text: str | None = None):
         self.plan = dict(plan or {})
         self.delay_s = delay_s
         self.fail_questions = set(fail_questions)
+        self.same_text = same_text
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -70,7 +72,8 @@ class FaultyTeacherServer:
             return
         time.sleep(self.delay_s)
         answer = re.search(r"Answer: (.*)", user).group(1)
-        text = f"The reason for {question.lower()} is clear. So the answer is {answer}."
+        reason = self.same_text or f"The reason for {question.lower()} is clear."
+        text = f"{reason} So the answer is {answer}."
         reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")

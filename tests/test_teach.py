@@ -108,10 +108,9 @@ def test_in_flight_bound_is_kept_and_used(tmp_path):
 
 
 def test_filters_drop_and_record_reasons(tmp_path):
-    server = FaultyTeacherServer()
+    server = FaultyTeacherServer(same_text="Every one of these is an animal with a spine.")
     try:
-        same = [{**q, "question": "Is a whale a mammal?", "id": f"d{i}", "choices": ["yes", "no", "maybe"]} for i, q in enumerate(QUESTIONS[:2])]
-        data = write_jsonl(tmp_path / "in.jsonl", QUESTIONS[:1] + same)
+        data = write_jsonl(tmp_path / "in.jsonl", QUESTIONS[:3])
         out = tmp_path / "o.jsonl"
         config = TeachConfig(data=str(data), out=str(out), teacher=server.url, in_flight=1, max_words=50)
         summary = teach(config, load_teacher(config))
@@ -146,6 +145,18 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
         assert done.returncode == 0, done.stderr
         ids = [r["id"] for r in rows(out)]
         assert sorted(ids) == sorted(r["id"] for r in many) and len(ids) == 40
+    finally:
+        server.close()
+
+
+def test_repeated_questions_and_ids_are_asked_once(tmp_path):
+    server = FaultyTeacherServer()
+    try:
+        data = write_jsonl(tmp_path / "in.jsonl", [QUESTIONS[0], {**QUESTIONS[0], "id": "other"},
+                                                   {**QUESTIONS[1], "id": QUESTIONS[0]["id"]}])
+        config = TeachConfig(data=str(data), out=str(tmp_path / "o.jsonl"), teacher=server.url, in_flight=2)
+        summary = teach(config, load_teacher(config))
+        assert (summary.done, summary.duplicate_questions, server.calls) == (1, 2, 1)
     finally:
         server.close()
 

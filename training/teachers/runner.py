@@ -19,7 +19,9 @@ from typing import Callable, Iterator
 from rationalizer.errors import RationalizerError
 from rationalizer.metrics import answers_match
 
-from ..data import read_dataset
+from rationalizer.dataset import Example
+
+from ..data import deduplicate, read_dataset
 from .base import Teacher, TeacherOutput, TeacherRequest, requests_for
 from .config import TeachConfig
 
@@ -36,6 +38,7 @@ class TeachSummary:
     stated: int = 0
     stated_correct: int = 0
     invalid_rows: int = 0
+    duplicate_questions: int = 0
     wall_time_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -108,6 +111,12 @@ def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachS
     summary = TeachSummary()
     examples, report = read_dataset(config.data, config.fields, config.skip_invalid, config.limit)
     summary.invalid_rows = report.invalid
+    examples, summary.duplicate_questions = deduplicate(examples)
+    by_id: dict[str, Example] = {}
+    for ex in examples:
+        by_id.setdefault(ex.id, ex)
+    summary.duplicate_questions += len(examples) - len(by_id)
+    examples = list(by_id.values())
     summary.errors.extend(report.errors[:5])
     out = Path(config.out)
     rejected = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
