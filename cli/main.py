@@ -67,11 +67,13 @@ def _register() -> None:
     from .eval import eval_command
     from .info import info
     from .teach import teach_command
+    from .train import train_group
 
     cli.add_command(ask)
     cli.add_command(info)
     cli.add_command(eval_command)
     cli.add_command(teach_command)
+    cli.add_command(train_group)
 
 
 _register()

@@ -13,3 +13,11 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "rationalizer"
+
+
+def default_base_checkpoint() -> Path:
+    """Where the default base model's HF checkpoint is cached once built from the embedded GGUF."""
+    from .bundle import Bundle
+
+    gguf_file = Bundle.load().files("gguf")[0]
+    return cache_dir() / "base" / f"smollm2-135m-instruct-{gguf_file.sha256[:12]}"

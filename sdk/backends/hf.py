@@ -15,6 +15,7 @@ from typing import Iterator
 
 from ..bundle import Bundle
 from ..errors import BackendError, UserError
+from ..paths import default_base_checkpoint
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
 
 
@@ -27,16 +28,38 @@ def _torch():
     return torch
 
 
-def load_hf(bundle: Bundle, device: str = "cpu"):
-    """(model, tokenizer) from the bundle's ``hf`` files; safetensors only, never pickle."""
+def base_model_path(spec: str) -> str:
+    """A PEFT bundle's base: a folder or hub id as written, or the cached default base checkpoint."""
+    if spec != "default":
+        return spec
+    path = default_base_checkpoint()
+    if not (path / "model.safetensors").exists():
+        raise UserError(f"the default base checkpoint is not built yet ({path}); build it with "
+                        "`python -c 'from rationalizer.training.base_student import build_default_base as b; b()'`")
+    return str(path)
+
+
+def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None):
+    """(model, tokenizer) from the bundle's ``hf`` files, or its ``peft`` adapter over the base model.
+
+    Weights load from safetensors only, never from pickle files.
+    """
     torch = _torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder: Path = bundle.main_file("hf").parent
+    fmt = fmt or ("hf" if "hf" in bundle.formats() else "peft")
+    folder: Path = bundle.main_file(fmt).parent
     dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        if fmt == "hf":
+            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        else:
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(base_model_path(bundle.manifest.base_model),
+                                                        use_safetensors=True, dtype=dtype)
+            model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     except (OSError, ValueError, RuntimeError) as exc:
         raise BackendError(f"{folder}: transformers could not load this checkpoint ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
@@ -47,7 +70,7 @@ class TorchBackend(Backend):
     """Runs HF weights with transformers: fp32 on CPU, bf16/fp16 on CUDA."""
 
     name = "torch"
-    formats = ("hf",)
+    formats = ("hf", "peft")
     devices = ("cpu", "cuda")
     parallel_calls = False
 
@@ -75,11 +98,16 @@ class TorchBackend(Backend):
             raise UserError("device 'cuda' asked, but torch sees no CUDA GPU")
         if device == "cpu":
             torch.set_num_threads(threads or default_threads())
-        model, tokenizer = load_hf(bundle, device)
+        model, tokenizer = load_hf(bundle, device, fmt)
+        return cls.from_model(model, tokenizer, bundle.manifest)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, manifest) -> "TorchBackend":
+        """Wrap a model already in memory (the trainer evaluates its policy this way)."""
         stop_ids = {i for i in _as_list(model.generation_config.eos_token_id) + [tokenizer.eos_token_id] if i is not None}
         vocab = tokenizer.get_vocab()
-        stop_ids |= {vocab[s] for s in bundle.manifest.prompt.stop if s in vocab}
-        return cls(model, tokenizer, stop_ids, bundle.manifest.generation.context_length)
+        stop_ids |= {vocab[s] for s in manifest.prompt.stop if s in vocab}
+        return cls(model, tokenizer, stop_ids, manifest.generation.context_length)
 
     def count_tokens(self, text: str) -> int:
         """Token count of ``text`` as the model sees it (special tokens included)."""

@@ -1,0 +1,52 @@
+"""``rationalize train sft|mario``: a thin layer over :mod:`rationalizer.training`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group("train")
+def train_group() -> None:
+    """Train a student: supervised distillation (sft) or multi-reward training (mario)."""
+
+
+@train_group.command("sft")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="JSON file; keys mirror SFTConfig.")
+@click.option("--train", multiple=True, help="Training file (repeat for several).")
+@click.option("--dev", help="Dev file for evaluation during training.")
+@click.option("--out", help="Output bundle folder.")
+@click.option("--base", help="HF model folder or hub id ('default': the embedded SmolLM2-135M-Instruct).")
+@click.option("--objective", type=click.Choice(["iro", "multitask"]))
+@click.option("--train-limit", type=click.IntRange(1))
+@click.option("--max-steps", type=click.IntRange(1))
+@click.option("--epochs", type=click.FloatRange(0, min_open=True))
+@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--grad-accum", type=click.IntRange(1))
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True))
+@click.option("--eval-every", type=click.IntRange(1))
+@click.option("--eval-samples", type=click.IntRange(1))
+@click.option("--checkpoint-every", type=click.IntRange(1))
+@click.option("--early-stopping-patience", type=click.IntRange(1))
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--seed", type=int)
+@click.option("--merge/--no-merge", default=None, help="Also write merged full weights.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
+def sft_command(config_path: str | None, train: tuple[str, ...], resume: bool, **flags) -> None:
+    """Supervised distillation with LoRA (I-RO targets; multi-task and counterfactual objectives)."""
+    from rationalizer.training.config import SFTConfig, load_config
+    from rationalizer.training.sft import train_sft
+
+    config = load_config(SFTConfig, config_path, {**flags, "train": list(train) or None})
+    bar = click.progressbar(length=1, label="sft", file=sys.stderr, show_eta=True, show_pos=True,
+                            item_show_func=lambda s: s)
+
+    def progress(row: dict) -> None:
+        bar.length = row["total"]
+        bar.update(1, f"loss {row['loss']:.3f}, {row['tokens_per_s']:.0f} tok/s")
+
+    with bar:
+        out = train_sft(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
+    click.echo(f"bundle written to {out}")

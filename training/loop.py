@@ -1,0 +1,121 @@
+"""The optimization loop shared by the trainers: accumulation, schedule, logging, eval, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .batches import batch_order, iterate, weighted_loss
+from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+def _log(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def run_training(accelerator, student, items, config, out: Path, resume: bool, progress: Callable | None,
+                 evaluate: Callable[[], dict[str, float]] | None, extra_loss: Callable | None = None) -> dict[str, Any]:
+    """Train ``student.model`` on ``items``; returns step counts, timing and the best dev figures.
+
+    ``extra_loss(model, batch, outputs)`` adds terms to the NLL (MaRio's KL and entropy).
+    """
+    import torch
+    from accelerate.utils import broadcast_object_list
+    from transformers import get_scheduler
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    batches_per_epoch = len(batch_order(items, config.batch_size, config.seed, 0, config.group_by_length)) // world
+    steps_per_epoch = max(1, batches_per_epoch // config.grad_accum)
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    params = [p for p in student.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    name = {"constant": "constant_with_warmup"}.get(config.schedule, config.schedule)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total),
+                              num_training_steps=total)
+    model, optimizer, scheduler = accelerator.prepare(student.model, optimizer, scheduler)
+    student.model = model
+    ckpt_dir, log = out / "checkpoints", out / "metrics.jsonl"
+    state: dict[str, Any] = {"step": 0, "micro": 0, "best_dev_accuracy": None, "best_step": None, "stale": 0,
+                             "trained_tokens": 0, "wall_time_s": 0.0}
+    found = latest_checkpoint(ckpt_dir) if resume else None
+    if found is not None:
+        state = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        if accelerator.is_main_process:
+            print(f"resumed from {found.name}")
+    elif accelerator.is_main_process and log.exists():
+        log.unlink()
+    pad = student.tokenizer.pad_token_id
+    started = time.perf_counter() - state["wall_time_s"]
+    model.train()
+    stop = state["step"] >= total
+    while not stop:
+        epoch, skip = divmod(state["micro"], batches_per_epoch)
+        mine = batch_order(items, config.batch_size, config.seed, epoch, config.group_by_length)[: batches_per_epoch * world][rank::world]
+        for batch in iterate(items, mine, pad, skip):
+            with accelerator.accumulate(model):
+                outputs = model(input_ids=batch["input_ids"].to(accelerator.device),
+                                attention_mask=batch["attention_mask"].to(accelerator.device))
+                loss, tokens = weighted_loss(outputs.logits, batch["labels"].to(accelerator.device), batch["weights"])
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model, batch, outputs)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state["micro"] += 1
+            state["trained_tokens"] += tokens * world
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            state["wall_time_s"] = time.perf_counter() - started
+            row = {"kind": "train", "step": state["step"], "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
+                   "tokens_per_s": state["trained_tokens"] / max(state["wall_time_s"], 1e-9)}
+            if accelerator.is_main_process:
+                _log(log, row)
+            if progress:
+                progress({**row, "total": total})
+            stop = state["step"] >= total
+            if evaluate is not None and (state["step"] % config.eval_every == 0 or stop):
+                stop = _evaluate(accelerator, evaluate, state, config, out, log, model) or stop
+                stop = broadcast_object_list([stop])[0]
+            if state["step"] % config.checkpoint_every == 0 or stop:
+                if accelerator.is_main_process:
+                    save_checkpoint(ckpt_dir, state["step"], accelerator.unwrap_model(model), optimizer, scheduler,
+                                    state, config.keep_checkpoints)
+                accelerator.wait_for_everyone()
+            if stop:
+                break
+    state["wall_time_s"] = time.perf_counter() - started
+    best = out / "best" / "adapter.safetensors"
+    return {**state, "best_adapter": str(best) if best.exists() else None,
+            "trained_tokens_per_s": state["trained_tokens"] / max(state["wall_time_s"], 1e-9)}
+
+
+def _evaluate(accelerator, evaluate, state, config, out: Path, log: Path, model) -> bool:
+    """Run the dev evaluation on the main process; keep the best adapter; True means stop early."""
+    if not accelerator.is_main_process:
+        return False
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    from rationalizer.atomic import atomic_write_bytes
+
+    metrics = evaluate()
+    _log(log, {"kind": "eval", "step": state["step"], **metrics})
+    print(f"step {state['step']}: dev loss {metrics['dev_loss']:.4f}, dev accuracy {metrics['dev_accuracy']:.3f}")
+    if state["best_dev_accuracy"] is None or metrics["dev_accuracy"] > state["best_dev_accuracy"]:
+        state.update(best_dev_accuracy=metrics["dev_accuracy"], best_dev_loss=metrics["dev_loss"],
+                     best_step=state["step"], stale=0)
+        weights = {k: v.detach().cpu().contiguous()
+                   for k, v in get_peft_model_state_dict(accelerator.unwrap_model(model)).items()}
+        atomic_write_bytes(out / "best" / "adapter.safetensors", save(weights))
+        return False
+    state["stale"] += 1
+    patience = config.early_stopping_patience
+    return patience is not None and state["stale"] >= patience

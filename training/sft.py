@@ -1,0 +1,156 @@
+"""Supervised distillation with LoRA: I-RO targets, multi-task and counterfactual objectives.
+
+One loop for one process or many (``accelerate launch``: DDP, each process
+takes every n-th batch). Evaluation every ``eval_every`` steps measures dev
+loss and greedy dev accuracy through ``rationalize eval``'s code; the best
+adapter is kept and early stopping watches dev accuracy. Checkpoints every
+``checkpoint_every`` steps let ``resume`` continue after a kill.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rationalizer.atomic import atomic_write_text
+from rationalizer.dataset import Example
+
+from .config import SFTConfig, save_config
+from .items import TrainItem, build_items, template_for
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Student:
+    """The model being trained and what goes with it."""
+
+    model: Any
+    tokenizer: Any
+    template: Any
+    base: str
+
+
+def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> Student:
+    """Base model (fp32 master weights) with a fresh LoRA adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .base_student import resolve_base
+
+    path = resolve_base(config.base, progress)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+    return Student(get_peft_model(model, lora), tokenizer, template_for(tokenizer, objective=config.objective),
+                   config.base)
+
+
+def read_training_files(paths: list[str], limit: int | None) -> list[Example]:
+    """All rows of the training files (the first ``limit`` of each)."""
+    from .data import read_dataset
+
+    examples: list[Example] = []
+    for path in paths:
+        rows, _ = read_dataset(path, limit=limit)
+        examples.extend(rows)
+    return examples
+
+
+def policy_rationalizer(student: Student, folder: Path, max_new_tokens: int, control=None):
+    """A :class:`Rationalizer` over the model in memory, for evaluation during training."""
+    from rationalizer import Bundle, Rationalizer
+    from rationalizer.backends.hf import TorchBackend
+    from rationalizer.manifest import ControlScheme, GenerationDefaults, Manifest, ParserSettings
+
+    manifest = Manifest(name="policy", base_model=student.base, files={}, prompt=student.template,
+                        control=control or ControlScheme(), parser=ParserSettings(strategies=["marker"]),
+                        generation=GenerationDefaults(max_new_tokens=max_new_tokens))
+    backend = TorchBackend.from_model(student.model, student.tokenizer, manifest)
+    return Rationalizer(Bundle(folder, manifest), backend, "torch", "hf", str(student.model.device))
+
+
+def evaluate_dev(student: Student, dev_items: list[TrainItem], dev_examples: list[Example], config: SFTConfig,
+                 folder: Path) -> dict[str, float]:
+    """Dev loss (teacher-forced) and greedy dev accuracy on a sample."""
+    import torch
+
+    from rationalizer.evaluation import EvalConfig, Judges, evaluate
+
+    from .batches import collate, weighted_loss
+
+    model = student.model
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(dev_items), config.batch_size):
+            batch = collate(dev_items[start : start + config.batch_size], student.tokenizer.pad_token_id)
+            out = model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
+            losses.append(float(weighted_loss(out.logits, batch["labels"].to(model.device), torch.ones_like(batch["weights"]))[0]))
+    sample = [e for e in dev_examples if e.kind == "factual"][: config.eval_samples]
+    eval_config = EvalConfig(data=config.dev or "", simulator="none", verifier="none", faithfulness=False,
+                             max_new_tokens=config.max_new_tokens, seed=config.seed)
+    run = evaluate(policy_rationalizer(student, folder, config.max_new_tokens), sample, eval_config, Judges())
+    model.train()
+    return {"dev_loss": sum(losses) / max(len(losses), 1),
+            "dev_accuracy": run.summary["metrics"]["accuracy"]["value"] or 0.0,
+            "dev_unparseable": run.summary["metrics"]["unparseable_rate"]["value"] or 0.0}
+
+
+def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None = None,
+              say: Callable[[str], None] = print) -> Path:
+    """Train, and write the bundle to ``config.out``; returns the bundle folder."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(config.out)
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                              mixed_precision="bf16" if config.precision == "bf16" else "no",
+                              cpu=config.device == "cpu")
+    set_seed(config.seed)
+    student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
+    examples = read_training_files(config.train, config.train_limit)
+    items, stats = build_items(examples, student.tokenizer, student.template, config.objective,
+                               config.multitask_alpha, config.counterfactual_alpha, config.max_length)
+    if not items:
+        from rationalizer.errors import UserError
+
+        raise UserError(f"no training items: {stats.no_rationale} rows have no rationale, {stats.too_long} are too long")
+    dev_examples = read_training_files([config.dev], None) if config.dev else []
+    dev_items = build_items(dev_examples[: config.eval_samples], student.tokenizer, student.template,
+                            config.objective, max_length=config.max_length)[0] if dev_examples else []
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "train_config.json")
+        say(f"{len(items)} training sequences {stats.tasks}; dropped {stats.too_long} too long, "
+            f"{stats.no_rationale} without rationale")
+    from .loop import run_training
+
+    result = run_training(accelerator, student, items, config, out, resume, progress,
+                          evaluate=(lambda: evaluate_dev(student, dev_items, dev_examples, config, out)) if dev_examples else None)
+    if accelerator.is_main_process:
+        from .bundle_out import write_bundle
+        from .plots import plot_metrics
+
+        model = accelerator.unwrap_model(student.model)
+        if result.get("best_adapter"):
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(model, load_file(result["best_adapter"]))
+        write_bundle(out, model, student.tokenizer, name=out.name, base=config.base, template=student.template,
+                     provenance={"trainer": "sft", "objective": config.objective, "train_files": config.train,
+                                 "items": stats.tasks, "steps": result["step"], "wall_time_s": result["wall_time_s"],
+                                 "trained_tokens": result["trained_tokens"]},
+                     eval_results={k: v for k, v in result.items() if k.startswith("best_dev")},
+                     merge=config.merge, max_new_tokens=config.max_new_tokens)
+        plot_metrics(out / "metrics.jsonl", out / "metrics.png")
+        atomic_write_text(out / "train_result.json", json.dumps(result, indent=2))
+    accelerator.wait_for_everyone()
+    return out
