@@ -36,8 +36,8 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     name = {"constant": "constant_with_warmup"}.get(config.schedule, config.schedule)
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total),
                               num_training_steps=total)
+    # student.model stays the unwrapped module (evaluation and saving use it); model may be DDP-wrapped.
     model, optimizer, scheduler = accelerator.prepare(student.model, optimizer, scheduler)
-    student.model = model
     ckpt_dir, log = out / "checkpoints", out / "metrics.jsonl"
     state: dict[str, Any] = {"step": 0, "micro": 0, "best_dev_accuracy": None, "best_step": None, "stale": 0,
                              "trained_tokens": 0, "wall_time_s": 0.0}
@@ -49,6 +49,10 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     elif accelerator.is_main_process and log.exists():
         log.unlink()
     pad = student.tokenizer.pad_token_id
+    if evaluate is not None and found is None and accelerator.is_main_process:
+        before = evaluate()  # the starting point, so every run reports before and after
+        _log(log, {"kind": "eval", "step": 0, **before})
+        print(f"step 0: dev loss {before['dev_loss']:.4f}, dev accuracy {before['dev_accuracy']:.3f}")
     started = time.perf_counter() - state["wall_time_s"]
     model.train()
     stop = state["step"] >= total
