@@ -50,3 +50,45 @@ def sft_command(config_path: str | None, train: tuple[str, ...], resume: bool, *
     with bar:
         out = train_sft(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
     click.echo(f"bundle written to {out}")
+
+
+@train_group.command("mario")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="JSON file; keys mirror MarioConfig.")
+@click.option("--sft", help="The SFT bundle to start from (policy and frozen reference).")
+@click.option("--train", multiple=True, help="Training file (repeat for several).")
+@click.option("--out", help="Output bundle folder.")
+@click.option("--reward", "rewards", multiple=True,
+              help="accuracy, diversity, consistency, plausibility, length or module:function (repeat).")
+@click.option("--judge", help="Model for consistency and plausibility: default or a bundle.")
+@click.option("--bins", type=click.IntRange(2, 20))
+@click.option("--rounds", type=click.IntRange(1))
+@click.option("--samples-per-question", type=click.IntRange(1))
+@click.option("--questions-per-round", type=click.IntRange(1))
+@click.option("--steps-per-round", type=click.IntRange(1))
+@click.option("--train-limit", type=click.IntRange(1))
+@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True))
+@click.option("--beta", type=click.FloatRange(0))
+@click.option("--gamma", type=click.FloatRange(0))
+@click.option("--max-new-tokens", type=click.IntRange(1, 1024))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--seed", type=int)
+@click.option("--resume", is_flag=True, help="Continue after the last finished round / checkpoint.")
+def mario_command(config_path: str | None, train: tuple[str, ...], rewards: tuple[str, ...], resume: bool,
+                  **flags) -> None:
+    """Multi-reward training (MaRio/Quark) with selectable quality codes, over an SFT bundle."""
+    from rationalizer.training.config import MarioConfig, load_config
+    from rationalizer.training.mario import train_mario
+
+    config = load_config(MarioConfig, config_path,
+                         {**flags, "train": list(train) or None, "rewards": list(rewards) or None})
+    bar = click.progressbar(length=1, label="mario", file=sys.stderr, show_eta=True, show_pos=True,
+                            item_show_func=lambda s: s)
+
+    def progress(row: dict) -> None:
+        bar.length = row["total"]
+        bar.update(1, f"loss {row['loss']:.3f}")
+
+    with bar:
+        out = train_mario(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
+    click.echo(f"bundle written to {out}")

@@ -36,6 +36,8 @@ class SFTConfig:
     """Dev file for evaluation every ``eval_every`` steps."""
     train_limit: int | None = None
     """Use the first N rows of each training file."""
+    drop_teacher_incorrect: bool = True
+    """Skip rows marked ``teacher_correct: false`` (rationales that argue for a wrong answer)."""
     objective: str = "iro"
     """'iro' (rationale then answer) or 'multitask' (distilling step-by-step: answer task + rationale task)."""
     multitask_alpha: float = 0.5
@@ -94,3 +96,31 @@ def save_config(config: Any, path: Path) -> None:
     from rationalizer.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(to_dict(config), indent=2) + "\n")
+
+
+@dataclass
+class MarioConfig(SFTConfig):
+    """Multi-reward training (MaRio/Quark) on top of an SFT bundle. ``base`` is ignored: the policy
+    starts from ``sft`` and the frozen reference is that same SFT model."""
+
+    sft: str = ""
+    """The SFT bundle folder to start from."""
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "diversity", "consistency", "plausibility"])
+    """Reward names, or 'module:function' import paths of user rewards."""
+    judge: str = "default"
+    """Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder."""
+    bins: int = 5
+    """Quantile bins per reward; each bin is a control code level."""
+    rounds: int = 2
+    samples_per_question: int = 2
+    questions_per_round: int | None = None
+    """Questions sampled from the policy each round (default: all training questions)."""
+    sample_temperature: float = 1.0
+    sample_top_p: float = 0.9
+    steps_per_round: int = 50
+    beta: float = 0.05
+    """Weight of KL(policy || reference)."""
+    gamma: float = 0.0
+    """Weight of the entropy bonus."""
+    length_target: int | None = None
+    """Target rationale length in words for the 'length' reward."""

@@ -39,6 +39,7 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     # student.model stays the unwrapped module (evaluation and saving use it); model may be DDP-wrapped.
     model, optimizer, scheduler = accelerator.prepare(student.model, optimizer, scheduler)
     ckpt_dir, log = out / "checkpoints", out / "metrics.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"step": 0, "micro": 0, "best_dev_accuracy": None, "best_step": None, "stale": 0,
                              "trained_tokens": 0, "wall_time_s": 0.0}
     found = latest_checkpoint(ckpt_dir) if resume else None

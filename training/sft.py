@@ -52,14 +52,16 @@ def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> 
                    config.base)
 
 
-def read_training_files(paths: list[str], limit: int | None) -> list[Example]:
-    """All rows of the training files (the first ``limit`` of each)."""
+def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorrect: bool = True) -> list[Example]:
+    """Rows of the training files (the first ``limit`` usable ones of each)."""
     from .data import read_dataset
 
     examples: list[Example] = []
     for path in paths:
-        rows, _ = read_dataset(path, limit=limit)
-        examples.extend(rows)
+        rows, _ = read_dataset(path)
+        if drop_teacher_incorrect:
+            rows = [r for r in rows if r.extra.get("teacher_correct") is not False]
+        examples.extend(rows[:limit])
     return examples
 
 
@@ -115,7 +117,7 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
                               cpu=config.device == "cpu")
     set_seed(config.seed)
     student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
-    examples = read_training_files(config.train, config.train_limit)
+    examples = read_training_files(config.train, config.train_limit, config.drop_teacher_incorrect)
     items, stats = build_items(examples, student.tokenizer, student.template, config.objective,
                                config.multitask_alpha, config.counterfactual_alpha, config.max_length)
     if not items:

@@ -1,0 +1,210 @@
+"""Multi-reward training (MaRio, on Quark's loop) over an SFT student.
+
+Each round: sample ``k`` rationales per question from the current policy, add
+them to a pool that starts with the teacher's rationales, score the pool with
+every reward, cut each reward into equal-count quantile bins (a bin is a
+control-code level), and train on ``codes + question -> rationale + answer``
+with ``NLL + β·KL(policy || reference) - γ·entropy``; the codes sit in the
+prompt, so they carry no loss. The bundle records the scheme (rewards, bin
+edges, code text, best levels) that ``Rationalizer.rationalize(quality=...)`` offers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from rationalizer import Bundle
+from rationalizer.atomic import atomic_write_text
+from rationalizer.dataset import Example
+from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
+from rationalizer.prompting import parse_answer, render_codes
+
+from .binning import level, quantile_edges
+from .config import MarioConfig, save_config
+from .items import IGNORE, build_items
+from .rewards import Reward, Sample, build_rewards
+from .sft import Student, read_training_files
+
+
+def load_policy(sft_bundle: str, device: str = "cpu") -> tuple[Student, Any]:
+    """(trainable policy initialised from the SFT adapter, frozen merged reference)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rationalizer.backends.hf import base_model_path
+
+    bundle = Bundle.load(sft_bundle)
+    adapter = bundle.main_file("peft").parent
+    base = base_model_path(bundle.manifest.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
+                                                                           dtype=torch.float32), adapter,
+                                       is_trainable=True)
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
+                                                                              dtype=torch.float32), adapter)
+    reference = reference.merge_and_unload().eval().requires_grad_(False)
+    return Student(policy, tokenizer, bundle.manifest.prompt, bundle.manifest.base_model), reference
+
+
+def sample_policy(student: Student, examples: list[Example], codes: str, k: int, config: MarioConfig,
+                  seed: int) -> list[Sample]:
+    """``k`` sampled rationales per question from the policy, batched, with the answer each leads to."""
+    import torch
+
+    from rationalizer.prompting import build_prompt
+
+    tok, model = student.tokenizer, student.model
+    tok.padding_side = "left"
+    torch.manual_seed(seed)
+    stop = [i for i in [tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
+        model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id or [])] if i is not None]
+    samples: list[Sample] = []
+    model.eval()
+    for start in range(0, len(examples), config.batch_size):
+        batch = examples[start : start + config.batch_size]
+        enc = tok([build_prompt(student.template, e.question, e.choices, codes) for e in batch], return_tensors="pt",
+                  padding=True).to(model.device)
+        with torch.no_grad():
+            out = model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=True, temperature=config.sample_temperature,
+                                 top_p=config.sample_top_p, max_new_tokens=config.max_new_tokens,
+                                 num_return_sequences=k, pad_token_id=tok.pad_token_id, eos_token_id=stop)
+        texts = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+        for i, text in enumerate(texts):
+            ex = batch[i // k]
+            parsed = parse_answer(text, ex.choices, ParserSettings(strategies=["marker"]))
+            samples.append(Sample(ex, parsed.rationale, parsed.answer, "policy"))
+    model.train()
+    tok.padding_side = "right"
+    return samples
+
+
+def teacher_samples(examples: list[Example]) -> list[Sample]:
+    """The data's rationales as pool entries, with the answer the teacher gave (gold unless recorded)."""
+    out = []
+    for e in examples:
+        if e.rationale and e.kind == "factual":
+            out.append(Sample(e, e.rationale, str(e.extra.get("teacher_answer") or e.answer), "teacher"))
+    return out
+
+
+def score_pool(pool: list[Sample], rewards: list[Reward], cache: dict[int, dict[str, float]]) -> None:
+    """Score entries not scored yet (rewards are deterministic, so old scores stay valid)."""
+    todo = [i for i in range(len(pool)) if i not in cache]
+    for reward in rewards:
+        values = reward.score([pool[i] for i in todo])
+        for i, v in zip(todo, values):
+            cache.setdefault(i, {})[reward.name] = float(v)
+
+
+def control_scheme(rewards: list[Reward], scores: list[dict[str, float]], bins: int) -> ControlScheme:
+    """Bin edges from the pool's scores; the default selection is the best level of every reward."""
+    levels = [RewardLevels(r.name, bins, f"quantile bins of {r.name} over the training pool",
+                           quantile_edges([s[r.name] for s in scores], bins)) for r in rewards]
+    return ControlScheme(rewards=levels, default={r.name: bins for r in rewards})
+
+
+def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | None = None,
+                say: Callable[[str], None] = print) -> Path:
+    """Run the rounds and write the bundle to ``config.out``."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .bundle_out import write_bundle
+    from .loop import _log, run_training
+    from .plots import plot_metrics
+
+    if not config.sft:
+        from rationalizer.errors import UserError
+
+        raise UserError("mario needs the SFT bundle to start from (--sft)")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "train_config.json")
+    set_seed(config.seed)
+    student, reference = load_policy(config.sft)
+    rewards = build_rewards(config.rewards, config.judge, config.length_target)
+    examples = [e for e in read_training_files(config.train, config.train_limit, config.drop_teacher_incorrect)
+                if e.kind == "factual"]
+    pool = teacher_samples(examples)
+    cache: dict[int, dict[str, float]] = {}
+    log = out / "metrics.jsonl"
+    progress_file = out / "rounds.json"
+    done_rounds = json.loads(progress_file.read_text())["rounds"] if resume and progress_file.exists() else 0
+    if done_rounds:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(student.model, load_file(str(out / f"round-{done_rounds}" / "adapter.safetensors")))
+        pool = [Sample(Example(**row["example"]), row["rationale"], row["answer"], row["source"])
+                for row in map(json.loads, (out / "pool.jsonl").read_text().splitlines())]
+        say(f"resumed after round {done_rounds}")
+    elif log.exists():
+        log.unlink()
+
+    def kl_entropy(model, batch, outputs):
+        labels = batch["labels"][:, 1:].to(outputs.logits.device)
+        mask = (labels != IGNORE).float()
+        logp = torch.log_softmax(outputs.logits[:, :-1].float(), dim=-1)
+        term = torch.zeros((), device=logp.device)
+        if config.beta > 0:
+            with torch.no_grad():
+                ref = reference(input_ids=batch["input_ids"].to(logp.device),
+                                attention_mask=batch["attention_mask"].to(logp.device)).logits[:, :-1].float()
+            kl = (logp.exp() * (logp - torch.log_softmax(ref, dim=-1))).sum(-1)
+            term = term + config.beta * (kl * mask).sum() / mask.sum().clamp(min=1)
+        if config.gamma > 0:
+            entropy = -(logp.exp() * logp).sum(-1)
+            term = term - config.gamma * (entropy * mask).sum() / mask.sum().clamp(min=1)
+        return term
+
+    scheme = ControlScheme()
+    for round_no in range(done_rounds + 1, config.rounds + 1):
+        asked = examples[: config.questions_per_round] if config.questions_per_round else examples
+        best_codes = render_codes(scheme, scheme.default) if scheme.rewards else ""
+        fresh = sample_policy(student, asked, best_codes, config.samples_per_question, config, config.seed + round_no)
+        pool.extend(fresh)
+        score_pool(pool, rewards, cache)
+        scores = [cache[i] for i in range(len(pool))]
+        new_scores = scores[len(pool) - len(fresh):]
+        means = {r.name: sum(s[r.name] for s in new_scores) / max(len(new_scores), 1) for r in rewards}
+        _log(log, {"kind": "round", "round": round_no, "rewards": means, "pool": len(pool)})
+        say(f"round {round_no}: policy reward means " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
+        scheme = control_scheme(rewards, scores, config.bins)
+        usable = [(s, sc) for s, sc in zip(pool, scores) if s.answer is not None and s.rationale.strip()]
+        codes = [render_codes(scheme, {r.name: level(sc[r.name], lv.bin_edges or []) for r, lv in zip(rewards, scheme.rewards)})
+                 for _, sc in usable]
+        rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
+        items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
+        round_config = replace(config, max_steps=config.steps_per_round, out=str(out / f"round-{round_no}"))
+        accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+        run_training(accelerator, student, items, round_config, Path(round_config.out), resume, progress, None,
+                     extra_loss=kl_entropy)
+        offset = (round_no - 1) * config.steps_per_round
+        for line in (Path(round_config.out) / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            _log(log, {**row, "step": row["step"] + offset, "round": round_no})
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save
+
+        from rationalizer.atomic import atomic_write_bytes
+
+        atomic_write_bytes(out / f"round-{round_no}" / "adapter.safetensors", save(
+            {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(student.model).items()}))
+        atomic_write_text(out / "pool.jsonl", "".join(json.dumps({"example": asdict(s.example), "rationale": s.rationale,
+                                                                  "answer": s.answer, "source": s.source}) + "\n" for s in pool))
+        atomic_write_text(progress_file, json.dumps({"rounds": round_no}))
+    if not scheme.rewards:  # resumed after the last round: rebuild the scheme from the saved pool
+        score_pool(pool, rewards, cache)
+        scheme = control_scheme(rewards, [cache[i] for i in range(len(pool))], config.bins)
+    write_bundle(out, student.model, student.tokenizer, name=out.name, base=student.base, template=student.template,
+                 control=scheme, provenance={"trainer": "mario", "sft": config.sft, "rewards": config.rewards,
+                                             "rounds": config.rounds, "pool": len(pool), "beta": config.beta,
+                                             "gamma": config.gamma},
+                 max_new_tokens=config.max_new_tokens)
+    plot_metrics(log, out / "metrics.png")
+    return out

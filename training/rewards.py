@@ -1,0 +1,153 @@
+"""Rewards for multi-reward training, behind one batched interface.
+
+Each reward scores a list of samples (a rationale and the answer it leads to,
+for a question) and returns one float per sample, higher is better. The
+built-ins reuse ``rationalize eval``'s metric code; a user reward is any
+callable ``f(samples) -> list[float]`` named by an import path ``module:function``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from rationalizer.dataset import Example
+from rationalizer.errors import UserError
+from rationalizer.metrics import answers_match, consistency, diversity
+from rationalizer.metrics.simulation import plausibility_prompt, yes_probability
+from rationalizer.prompting import build_prompt
+
+
+@dataclass
+class Sample:
+    """A rationale for a question, the answer it ends with, and where it came from."""
+
+    example: Example
+    rationale: str
+    answer: str | None
+    source: str = "policy"
+
+
+class Reward(Protocol):
+    """A named, batched scorer of samples (higher is better)."""
+
+    name: str
+
+    def score(self, samples: Sequence[Sample]) -> list[float]: ...
+
+
+class Accuracy:
+    """1 when the sample's answer is the gold answer, else 0."""
+
+    name = "accuracy"
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [float(answers_match(s.answer, s.example.answer, s.example.choices)) for s in samples]
+
+
+class Diversity:
+    """MaRio's ``(1-rep2)(1-rep3)(1-rep4)`` of the rationale."""
+
+    name = "diversity"
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [diversity(s.rationale) if s.rationale.strip() else 0.0 for s in samples]
+
+
+class Length:
+    """Closeness to a target length in words (``-|words - target| / target``); shorter is better without a target."""
+
+    name = "length"
+
+    def __init__(self, target_words: int | None = None) -> None:
+        self.target = target_words
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        counts = [len(s.rationale.split()) for s in samples]
+        if self.target:
+            return [-abs(n - self.target) / self.target for n in counts]
+        return [-float(n) for n in counts]
+
+
+class Consistency:
+    """LAS-style ``P(gold | q, r) - P(gold | q)`` under a simulator scorer; 0 for free-form answers."""
+
+    name = "consistency"
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        out = []
+        for s in samples:
+            ex = s.example
+            if not ex.choices:
+                out.append(0.0)
+                continue
+            base = build_prompt(self.scorer.template, ex.question, ex.choices)
+            marker = "So the answer is"
+            delta, _, _ = consistency(self.scorer, f"{base}{s.rationale.strip()} {marker}", f"{base}{marker}",
+                                      [f" {c}" for c in ex.choices], f" {ex.answer}")
+            out.append(delta)
+        return out
+
+
+class Plausibility:
+    """A verifier's P(Yes) that the rationale is true and supports the gold answer."""
+
+    name = "plausibility"
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        t = self.scorer.template
+        return [yes_probability(self.scorer, t.chat.format(system=t.system, user=plausibility_prompt(
+            s.example.question, s.example.answer, s.rationale))) for s in samples]
+
+
+class UserReward:
+    """A reward from an import path ``package.module:function``."""
+
+    def __init__(self, path: str) -> None:
+        module, _, attr = path.partition(":")
+        try:
+            self.fn: Callable = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise UserError(f"reward {path!r}: cannot import ({exc}); expected 'module:function'") from None
+        self.name = attr
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        values = [float(v) for v in self.fn(list(samples))]
+        if len(values) != len(samples):
+            raise UserError(f"reward {self.name!r} returned {len(values)} scores for {len(samples)} samples")
+        return values
+
+
+def build_rewards(names: Sequence[str], judge: str = "default", length_target: int | None = None) -> list[Reward]:
+    """Rewards by name (``accuracy``, ``diversity``, ``consistency``, ``plausibility``, ``length``,
+    or ``module:function``); the judged ones share one judge model (``judge``: default or a bundle)."""
+    scorer = None
+    rewards: list[Reward] = []
+    for name in names:
+        if name in ("consistency", "plausibility") and scorer is None:
+            from rationalizer.scorers import load_scorer
+
+            scorer = load_scorer(judge)
+        if name == "accuracy":
+            rewards.append(Accuracy())
+        elif name == "diversity":
+            rewards.append(Diversity())
+        elif name == "length":
+            rewards.append(Length(length_target))
+        elif name == "consistency":
+            rewards.append(Consistency(scorer))
+        elif name == "plausibility":
+            rewards.append(Plausibility(scorer))
+        elif ":" in name:
+            rewards.append(UserReward(name))
+        else:
+            raise UserError(f"unknown reward {name!r} (accuracy, diversity, consistency, plausibility, length, "
+                            "or module:function)")
+    return rewards
