@@ -63,3 +63,21 @@ def test_mario_rounds_write_a_control_scheme_the_runtime_offers(tiny_bundle, tmp
     out_text = r.rationalize("Is ice cold?", ["yes", "no"], quality={"diversity": 1}, max_new_tokens=6)
     assert out_text.quality["diversity"] == 1
     assert (out / "metrics.png").exists()
+
+
+def test_mario_resumes_after_the_last_finished_round(tiny_bundle, tmp_path):
+    from rationalizer.cli.main import cli
+
+    data = write_jsonl(tmp_path / "train.jsonl", dataset(4))
+    sft = tmp_path / "sft"
+    assert CliRunner().invoke(cli, train_args(tiny_bundle / "hf", data, sft, 1)).exit_code == 0
+    args = ["train", "mario", "--sft", str(sft), "--train", str(data), "--out", str(tmp_path / "m"),
+            "--samples-per-question", "1", "--steps-per-round", "1", "--batch-size", "4", "--max-new-tokens", "4",
+            "--reward", "accuracy", "--reward", "diversity"]
+    assert CliRunner().invoke(cli, args + ["--rounds", "1"]).exit_code == 0
+    result = CliRunner().invoke(cli, args + ["--rounds", "2", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resumed after round 1" in result.stderr
+    rounds = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "round"]
+    assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["pool"] == 4 + 4 + 4

@@ -145,6 +145,10 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         say(f"resumed after round {done_rounds}")
     elif log.exists():
         log.unlink()
+    scheme = ControlScheme()
+    if done_rounds:  # the scheme the finished rounds trained with, to sample the next round with its best codes
+        score_pool(pool, rewards, cache)
+        scheme = control_scheme(rewards, [cache[i] for i in range(len(pool))], config.bins)
 
     def kl_entropy(model, batch, outputs):
         labels = batch["labels"][:, 1:].to(outputs.logits.device)
@@ -162,7 +166,6 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
             term = term - config.gamma * (entropy * mask).sum() / mask.sum().clamp(min=1)
         return term
 
-    scheme = ControlScheme()
     for round_no in range(done_rounds + 1, config.rounds + 1):
         asked = examples[: config.questions_per_round] if config.questions_per_round else examples
         best_codes = render_codes(scheme, scheme.default) if scheme.rewards else ""
@@ -198,9 +201,6 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         atomic_write_text(out / "pool.jsonl", "".join(json.dumps({"example": asdict(s.example), "rationale": s.rationale,
                                                                   "answer": s.answer, "source": s.source}) + "\n" for s in pool))
         atomic_write_text(progress_file, json.dumps({"rounds": round_no}))
-    if not scheme.rewards:  # resumed after the last round: rebuild the scheme from the saved pool
-        score_pool(pool, rewards, cache)
-        scheme = control_scheme(rewards, [cache[i] for i in range(len(pool))], config.bins)
     write_bundle(out, student.model, student.tokenizer, name=out.name, base=student.base, template=student.template,
                  control=scheme, provenance={"trainer": "mario", "sft": config.sft, "rewards": config.rewards,
                                              "rounds": config.rounds, "pool": len(pool), "beta": config.beta,

@@ -45,12 +45,13 @@ def load_scorer(spec: str = "default", threads: int | None = None, device: str =
         from .llamacpp_scorer import LlamaCppScorer
 
         return LlamaCppScorer(bundle, threads)
-    if "hf" in formats:
-        bundle.verify("hf")
+    torch_format = next((f for f in ("hf", "peft") if f in formats), None)
+    if torch_format is not None:
+        bundle.verify(torch_format)
         from .torch_scorer import TorchScorer
 
         return TorchScorer(bundle, device)
-    raise UserError(f"{spec}: a scorer needs GGUF or HF weights; this bundle has {', '.join(formats)}")
+    raise UserError(f"{spec}: a scorer needs GGUF, HF or PEFT weights; this bundle has {', '.join(formats)}")
 
 
 class ScorerVerifier:
