@@ -8,18 +8,17 @@ from click.testing import CliRunner
 from conftest import write_jsonl
 from rationalizer import Rationalizer
 from rationalizer.dataset import Example
-from rationalizer.training.binning import level, quantile_edges
+from rationalizer.training.binning import quantile_edges, rank_levels
 from rationalizer.training.rewards import Accuracy, Diversity, Length, Sample, UserReward, build_rewards
 from test_sft import dataset, train_args
 
 
-def test_quantile_bins_by_hand():
+def test_rank_bins_by_hand():
     scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    edges = quantile_edges(scores, 5)
-    assert edges == [0.3, 0.5, 0.7, 0.9]
-    assert [level(s, edges) for s in scores] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    binary = quantile_edges([0, 0, 0, 1, 1], 5)  # ties: a 0/1 reward uses two levels
-    assert binary == [0, 0, 1, 1] and (level(0, binary), level(1, binary)) == (3, 5)
+    assert rank_levels(scores, 5) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert quantile_edges(scores, 5) == [0.3, 0.5, 0.7, 0.9]
+    # a 0/1 reward with ties still fills every level, in pool order among equal scores
+    assert rank_levels([1, 0, 1, 0, 1, 0, 1, 1, 1, 1], 5) == [2, 1, 3, 1, 3, 2, 4, 4, 5, 5]
 
 
 def test_builtin_and_user_rewards():

@@ -22,7 +22,7 @@ from rationalizer.dataset import Example
 from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
 from rationalizer.prompting import parse_answer, render_codes
 
-from .binning import level, quantile_edges
+from .binning import quantile_edges, rank_levels
 from .config import MarioConfig, save_config
 from .items import IGNORE, build_items
 from .rewards import Reward, Sample, build_rewards
@@ -179,8 +179,8 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         say(f"round {round_no}: policy reward means " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
         scheme = control_scheme(rewards, scores, config.bins)
         usable = [(s, sc) for s, sc in zip(pool, scores) if s.answer is not None and s.rationale.strip()]
-        codes = [render_codes(scheme, {r.name: level(sc[r.name], lv.bin_edges or []) for r, lv in zip(rewards, scheme.rewards)})
-                 for _, sc in usable]
+        levels = {r.name: rank_levels([sc[r.name] for _, sc in usable], config.bins) for r in rewards}
+        codes = [render_codes(scheme, {r.name: levels[r.name][j] for r in rewards}) for j in range(len(usable))]
         rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
         items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
         round_config = replace(config, max_steps=config.steps_per_round, out=str(out / f"round-{round_no}"))
