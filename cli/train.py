@@ -7,6 +7,20 @@ import sys
 import click
 
 
+def _run(trainer, config, resume: bool, label: str) -> None:
+    """Run a trainer with a progress bar (loss and trained tokens/s) on stderr."""
+    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_eta=True, show_pos=True,
+                            item_show_func=lambda s: s)
+
+    def progress(row: dict) -> None:
+        bar.length, bar.pos = row["total"], row["step"] - 1  # each MaRio round counts its own steps
+        bar.update(1, f"loss {row['loss']:.3f}, {row['tokens_per_s']:.0f} tok/s")
+
+    with bar:
+        out = trainer(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
+    click.echo(f"bundle written to {out}")
+
+
 @click.group("train")
 def train_group() -> None:
     """Train a student: supervised distillation (sft) or multi-reward training (mario)."""
@@ -40,16 +54,7 @@ def sft_command(config_path: str | None, train: tuple[str, ...], resume: bool, *
     from rationalizer.training.sft import train_sft
 
     config = load_config(SFTConfig, config_path, {**flags, "train": list(train) or None})
-    bar = click.progressbar(length=1, label="sft", file=sys.stderr, show_eta=True, show_pos=True,
-                            item_show_func=lambda s: s)
-
-    def progress(row: dict) -> None:
-        bar.length = row["total"]
-        bar.update(1, f"loss {row['loss']:.3f}, {row['tokens_per_s']:.0f} tok/s")
-
-    with bar:
-        out = train_sft(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
-    click.echo(f"bundle written to {out}")
+    _run(train_sft, config, resume, "sft")
 
 
 @train_group.command("mario")
@@ -82,13 +87,4 @@ def mario_command(config_path: str | None, train: tuple[str, ...], rewards: tupl
 
     config = load_config(MarioConfig, config_path,
                          {**flags, "train": list(train) or None, "rewards": list(rewards) or None})
-    bar = click.progressbar(length=1, label="mario", file=sys.stderr, show_eta=True, show_pos=True,
-                            item_show_func=lambda s: s)
-
-    def progress(row: dict) -> None:
-        bar.length = row["total"]
-        bar.update(1, f"loss {row['loss']:.3f}")
-
-    with bar:
-        out = train_mario(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
-    click.echo(f"bundle written to {out}")
+    _run(train_mario, config, resume, "mario")
