@@ -19,18 +19,22 @@ def plot_metrics(log: Path, out: Path) -> Path | None:
     train = [(r["step"], r["loss"]) for r in rows if r.get("kind") == "train"]
     dev = [r for r in rows if r.get("kind") == "eval"]
     rounds = [r for r in rows if r.get("kind") == "round"]
-    panels = 2 + bool(rounds)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
-    axes[0].plot(*zip(*train), label="train loss") if train else None
+    panels = 1 + bool(dev) + bool(rounds)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    loss_ax, *others = axes[0]
+    if train:
+        loss_ax.plot(*zip(*train), label="train loss")
     if dev:
-        axes[0].plot([r["step"] for r in dev], [r["dev_loss"] for r in dev], "o-", label="dev loss")
-        axes[1].plot([r["step"] for r in dev], [r["dev_accuracy"] for r in dev], "o-", color="C2")
-    axes[0].set_xlabel("step"), axes[0].set_title("loss"), axes[0].legend()
-    axes[1].set_xlabel("step"), axes[1].set_title("dev accuracy (greedy)")
+        loss_ax.plot([r["step"] for r in dev], [r["dev_loss"] for r in dev], "o-", label="dev loss")
+        acc_ax = others.pop(0)
+        acc_ax.plot([r["step"] for r in dev], [r["dev_accuracy"] for r in dev], "o-", color="C2")
+        acc_ax.set_xlabel("step"), acc_ax.set_title("dev accuracy (greedy)")
+    loss_ax.set_xlabel("step"), loss_ax.set_title("loss"), loss_ax.legend()
     if rounds:
+        reward_ax = others.pop(0)
         for name in rounds[0]["rewards"]:
-            axes[2].plot([r["round"] for r in rounds], [r["rewards"][name] for r in rounds], "o-", label=name)
-        axes[2].set_xlabel("round"), axes[2].set_title("reward means"), axes[2].legend()
+            reward_ax.plot([r["round"] for r in rounds], [r["rewards"][name] for r in rounds], "o-", label=name)
+        reward_ax.set_xlabel("round"), reward_ax.set_title("policy reward means"), reward_ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
