@@ -33,7 +33,7 @@ def raw_run(llm, prompt: str, tokens: int) -> tuple[int, float, float]:
     start = time.perf_counter()
     first = None
     n = 0
-    for chunk in llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, top_k=0, top_p=1.0,
+    for _chunk in llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, top_k=0, top_p=1.0,
                                        min_p=0.0, repeat_penalty=1.0, stream=True):
         n += 1
         if first is None:
