@@ -66,6 +66,7 @@ def sft_command(config_path: str | None, train: tuple[str, ...], resume: bool, *
               help="accuracy, diversity, consistency, plausibility, length or module:function (repeat).")
 @click.option("--judge", help="Model for consistency and plausibility: default or a bundle.")
 @click.option("--bins", type=click.IntRange(2, 20))
+@click.option("--correctness-code/--no-correctness-code", default=None, help="Add a right/wrong answer code.")
 @click.option("--rounds", type=click.IntRange(1))
 @click.option("--samples-per-question", type=click.IntRange(1))
 @click.option("--questions-per-round", type=click.IntRange(1))

@@ -44,7 +44,7 @@ def test_mario_rounds_write_a_control_scheme_the_runtime_offers(tiny_bundle, tmp
             "--samples-per-question", "2", "--questions-per-round", "4", "--steps-per-round", "2", "--batch-size", "4",
             "--max-new-tokens", "8", "--judge", str(tiny_bundle), "--beta", "0.1", "--gamma", "0.01",
             "--reward", "accuracy", "--reward", "diversity", "--reward", "consistency", "--reward", "plausibility",
-            "--reward", "user_rewards:brevity"]
+            "--reward", "user_rewards:brevity", "--correctness-code"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -54,10 +54,11 @@ def test_mario_rounds_write_a_control_scheme_the_runtime_offers(tiny_bundle, tmp
     assert rounds[1]["pool"] == 8 + 8 + 8  # teacher rationales + 2 rounds of 4 questions x 2 samples
     assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4]
     r = Rationalizer.load(str(out))
-    assert r.quality_codes() == {"accuracy": 5, "diversity": 5, "consistency": 5, "plausibility": 5, "brevity": 5}
+    assert r.quality_codes() == {"accuracy": 5, "diversity": 5, "consistency": 5, "plausibility": 5, "brevity": 5,
+                                 "correct": 2}
     scheme = r.manifest.control
-    assert all(len(lv.bin_edges) == 4 for lv in scheme.rewards) and scheme.default["diversity"] == 5
-    assert "<accuracy:5><diversity:1><consistency:5><plausibility:5><brevity:5> Is ice cold?" in r.prompt(
+    assert all(len(lv.bin_edges) == 4 for lv in scheme.rewards[:5]) and scheme.default["diversity"] == 5
+    assert "<accuracy:5><diversity:1><consistency:5><plausibility:5><brevity:5><correct:2> Is ice cold?" in r.prompt(
         "Is ice cold?", quality="diversity=1")
     out_text = r.rationalize("Is ice cold?", ["yes", "no"], quality={"diversity": 1}, max_new_tokens=6)
     assert out_text.quality["diversity"] == 1

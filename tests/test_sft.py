@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import write_jsonl
 from rationalizer import Rationalizer
+from rationalizer.backends.hf import TorchBackend, load_hf
 from rationalizer.dataset import Example
 from rationalizer.training.config import SFTConfig, load_config, save_config
 from rationalizer.training.items import IGNORE, build_items, template_for
@@ -94,6 +95,23 @@ def test_sft_learns_and_the_bundle_answers_through_the_runtime(tiny_bundle, tmp_
     answer = r.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=12)
     assert answer.tokens_generated > 0
     assert json.loads((out / "train_config.json").read_text())["max_steps"] == 16
+
+
+def test_multitask_objective_and_merged_weights(tiny_bundle, tmp_path):
+    from rationalizer.cli.main import cli
+
+    rows = dataset(8) + [{**dataset(1)[0], "answer": "yes", "rationale": "Thing 0 is big.", "kind": "counterfactual"}]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "mt"
+    result = CliRunner().invoke(cli, train_args(tiny_bundle / "hf", data, out, 2, objective="multitask") + ["--merge"])
+    assert result.exit_code == 0, result.output
+    r = Rationalizer.load(str(out))  # the merged HF weights come first
+    assert r.format == "hf" and set(r.bundle.formats()) == {"hf", "peft"}
+    assert r.prompt("Is it?").count("[explain] Is it?") == 1
+    merged_text = r.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=8).text
+    model, tok = load_hf(r.bundle, "cpu", "peft")  # the adapter over its base, unmerged
+    unmerged = Rationalizer(r.bundle, TorchBackend.from_model(model, tok, r.manifest), "torch", "peft", "cpu")
+    assert unmerged.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=8).text == merged_text
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tiny_bundle, tmp_path):

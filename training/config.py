@@ -111,6 +111,8 @@ class MarioConfig(SFTConfig):
     """Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder."""
     bins: int = 5
     """Quantile bins per reward; each bin is a control code level."""
+    correctness_code: bool = False
+    """Add a two-level code ``<correct:2>`` / ``<correct:1>`` for a right / wrong answer (Quark's option)."""
     rounds: int = 2
     samples_per_question: int = 2
     questions_per_round: int | None = None

@@ -20,6 +20,7 @@ from rationalizer import Bundle
 from rationalizer.atomic import atomic_write_text
 from rationalizer.dataset import Example
 from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
+from rationalizer.metrics import answers_match
 from rationalizer.prompting import parse_answer, render_codes
 
 from .binning import quantile_edges, rank_levels
@@ -27,6 +28,8 @@ from .config import MarioConfig, save_config
 from .items import IGNORE, build_items
 from .rewards import Reward, Sample, build_rewards
 from .sft import Student, read_training_files
+
+CORRECT = "correct"
 
 
 def load_policy(sft_bundle: str, device: str = "cpu") -> tuple[Student, Any]:
@@ -100,11 +103,16 @@ def score_pool(pool: list[Sample], rewards: list[Reward], cache: dict[int, dict[
             cache.setdefault(i, {})[reward.name] = float(v)
 
 
-def control_scheme(rewards: list[Reward], scores: list[dict[str, float]], bins: int) -> ControlScheme:
+def control_scheme(rewards: list[Reward], scores: list[dict[str, float]], bins: int,
+                   correctness: bool = False) -> ControlScheme:
     """Bin edges from the pool's scores; the default selection is the best level of every reward."""
     levels = [RewardLevels(r.name, bins, f"quantile bins of {r.name} over the training pool",
                            quantile_edges([s[r.name] for s in scores], bins)) for r in rewards]
-    return ControlScheme(rewards=levels, default={r.name: bins for r in rewards})
+    scheme = ControlScheme(rewards=levels, default={r.name: bins for r in rewards})
+    if correctness:
+        scheme.rewards.append(RewardLevels(CORRECT, 2, "1: the answer was wrong, 2: right"))
+        scheme.default[CORRECT] = 2
+    return scheme
 
 
 def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | None = None,
@@ -148,7 +156,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     scheme = ControlScheme()
     if done_rounds:  # the scheme the finished rounds trained with, to sample the next round with its best codes
         score_pool(pool, rewards, cache)
-        scheme = control_scheme(rewards, [cache[i] for i in range(len(pool))], config.bins)
+        scheme = control_scheme(rewards, [cache[i] for i in range(len(pool))], config.bins, config.correctness_code)
 
     def kl_entropy(model, batch, outputs):
         labels = batch["labels"][:, 1:].to(outputs.logits.device)
@@ -177,10 +185,12 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         means = {r.name: sum(s[r.name] for s in new_scores) / max(len(new_scores), 1) for r in rewards}
         _log(log, {"kind": "round", "round": round_no, "rewards": means, "pool": len(pool)})
         say(f"round {round_no}: policy reward means " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-        scheme = control_scheme(rewards, scores, config.bins)
+        scheme = control_scheme(rewards, scores, config.bins, config.correctness_code)
         usable = [(s, sc) for s, sc in zip(pool, scores) if s.answer is not None and s.rationale.strip()]
         levels = {r.name: rank_levels([sc[r.name] for _, sc in usable], config.bins) for r in rewards}
-        codes = [render_codes(scheme, {r.name: levels[r.name][j] for r in rewards}) for j in range(len(usable))]
+        if config.correctness_code:
+            levels[CORRECT] = [1 + int(answers_match(s.answer, s.example.answer, s.example.choices)) for s, _ in usable]
+        codes = [render_codes(scheme, {name: lv[j] for name, lv in levels.items()}) for j in range(len(usable))]
         rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
         items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
         round_config = replace(config, max_steps=config.steps_per_round, out=str(out / f"round-{round_no}"))
