@@ -156,7 +156,8 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     scheme = ControlScheme()
     if done_rounds:  # the scheme the finished rounds trained with, to sample the next round with its best codes
         score_pool(pool, rewards, cache)
-        scheme = control_scheme(rewards, [cache[i] for i in range(len(pool))], config.bins, config.correctness_code)
+        scheme = control_scheme(rewards, [cache[i] for i, s in enumerate(pool) if s.answer is not None
+                                          and s.rationale.strip()], config.bins, config.correctness_code)
 
     def kl_entropy(model, batch, outputs):
         labels = batch["labels"][:, 1:].to(outputs.logits.device)
@@ -185,8 +186,8 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         means = {r.name: sum(s[r.name] for s in new_scores) / max(len(new_scores), 1) for r in rewards}
         _log(log, {"kind": "round", "round": round_no, "rewards": means, "pool": len(pool)})
         say(f"round {round_no}: policy reward means " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-        scheme = control_scheme(rewards, scores, config.bins, config.correctness_code)
         usable = [(s, sc) for s, sc in zip(pool, scores) if s.answer is not None and s.rationale.strip()]
+        scheme = control_scheme(rewards, [sc for _, sc in usable], config.bins, config.correctness_code)
         levels = {r.name: rank_levels([sc[r.name] for _, sc in usable], config.bins) for r in rewards}
         if config.correctness_code:
             levels[CORRECT] = [1 + int(answers_match(s.answer, s.example.answer, s.example.choices)) for s, _ in usable]
