@@ -109,7 +109,7 @@ def test_multitask_objective_and_merged_weights(tiny_bundle, tmp_path):
     assert r.format == "hf" and set(r.bundle.formats()) == {"hf", "peft"}
     assert r.prompt("Is it?").count("[explain] Is it?") == 1
     merged_text = r.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=8).text
-    model, tok = load_hf(r.bundle, "cpu", "peft")  # the adapter over its base, unmerged
+    model, tok = load_hf(r.bundle, "cpu", "peft", merge=False)  # the adapter over its base, unmerged
     unmerged = Rationalizer(r.bundle, TorchBackend.from_model(model, tok, r.manifest), "torch", "peft", "cpu")
     assert unmerged.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=8).text == merged_text
 

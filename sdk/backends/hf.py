@@ -39,10 +39,12 @@ def base_model_path(spec: str) -> str:
     return str(path)
 
 
-def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None):
+def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: bool = True):
     """(model, tokenizer) from the bundle's ``hf`` files, or its ``peft`` adapter over the base model.
 
-    Weights load from safetensors only, never from pickle files.
+    A LoRA adapter is merged into the base weights in memory (``merge``) because
+    inference never needs it separate and unmerged layers cost extra matmuls at
+    every token. Weights load from safetensors only, never from pickle files.
     """
     torch = _torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,6 +62,8 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None):
             base = AutoModelForCausalLM.from_pretrained(base_model_path(bundle.manifest.base_model),
                                                         use_safetensors=True, dtype=dtype)
             model = PeftModel.from_pretrained(base, folder, is_trainable=False)
+            if merge:
+                model = model.merge_and_unload()
     except (OSError, ValueError, RuntimeError) as exc:
         raise BackendError(f"{folder}: transformers could not load this checkpoint ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
