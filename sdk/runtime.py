@@ -72,7 +72,10 @@ class Rationalizer:
     def prompt(self, question: str, choices: Sequence[str] | None = None, quality: Quality = "best") -> str:
         """The exact model input for a question (after validation), for inspection or other runtimes."""
         q, c, selection = self._prepare(question, choices, quality)
-        return build_prompt(self.manifest.prompt, q, c, render_codes(self.manifest.control, selection))
+        return self._render(q, c, selection)
+
+    def _render(self, question: str, choices: list[str] | None, selection: dict[str, int]) -> str:
+        return build_prompt(self.manifest.prompt, question, choices, render_codes(self.manifest.control, selection))
 
     def _prepare(self, question: str, choices: Sequence[str] | None, quality: Quality):
         q = clean_question(question, self.manifest.generation.max_question_chars)
@@ -104,7 +107,7 @@ class Rationalizer:
         """Yield the generated text in pieces as it comes, then the finished :class:`Rationale`."""
         q, c, selection = self._prepare(question, choices, quality)
         params = self._params(max_new_tokens, temperature, top_p, seed)
-        prompt = build_prompt(self.manifest.prompt, q, c, render_codes(self.manifest.control, selection))
+        prompt = self._render(q, c, selection)
         stats = GenerationStats()
         pieces: list[str] = []
         start = time.perf_counter()
@@ -195,7 +198,7 @@ class Rationalizer:
         q, c, selection = self._prepare(question, choices, quality)
         marker = self.manifest.parser.marker
         prefix = f"{rationale.strip()} {marker}" if rationale.strip() else marker
-        prompt = build_prompt(self.manifest.prompt, q, c, render_codes(self.manifest.control, selection)) + prefix
+        prompt = self._render(q, c, selection) + prefix
         params = self._params(max_new_tokens, 0.0, 1.0, None)
         completion = "".join(self._backend.stream(prompt, params, GenerationStats()))
         return parse_answer(f"{marker}{completion}", c, ParserSettings(marker=marker, strategies=["marker"])).answer
