@@ -65,6 +65,7 @@ def cli() -> None:
 def _register() -> None:
     from .ask import ask
     from .eval import eval_command
+    from .export import export_command
     from .info import info
     from .teach import teach_command
     from .train import train_group
@@ -72,6 +73,7 @@ def _register() -> None:
     cli.add_command(ask)
     cli.add_command(info)
     cli.add_command(eval_command)
+    cli.add_command(export_command)
     cli.add_command(teach_command)
     cli.add_command(train_group)
 

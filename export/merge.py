@@ -1,0 +1,61 @@
+"""Merging a LoRA adapter into its base weights, checked against the unmerged model."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rationalizer.errors import UserError
+
+CHECK_TEXTS = (
+    "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\n",
+    "Where is milk kept cold? Choices: fridge, oven, shelf",
+)
+MAX_LOGIT_DIFF = 1e-3
+
+
+@dataclass
+class MergeCheck:
+    """How far the merged model's logits are from the adapter applied on the fly."""
+
+    max_abs_logit_diff: float
+    top1_agreement: float
+
+
+def _logits(model, tokenizer, texts: tuple[str, ...]):
+    import torch
+
+    with torch.inference_mode():
+        return [model(**tokenizer(t, return_tensors="pt")).logits[0].float() for t in texts]
+
+
+def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str, ...] = CHECK_TEXTS) -> MergeCheck:
+    """Write ``base + adapter`` as one fp32 safetensors checkpoint in ``out`` and check it.
+
+    The check runs both models on ``texts`` and fails when any logit moves by more
+    than ``MAX_LOGIT_DIFF``: merging is exact up to float rounding, so a larger gap
+    means the adapter does not belong to this base.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, dtype=torch.float32,
+                                                local_files_only=True)
+    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).eval()
+    before = _logits(model, tokenizer, texts)
+    merged = model.merge_and_unload(safe_merge=True).eval()
+    after = _logits(merged, tokenizer, texts)
+    diff = max(float((a - b).abs().max()) for a, b in zip(before, after))
+    agree = sum(int(torch.equal(a.argmax(-1), b.argmax(-1))) for a, b in zip(before, after)) / len(texts)
+    check = MergeCheck(diff, agree)
+    if diff > MAX_LOGIT_DIFF:
+        raise UserError(f"merging {adapter_dir} into {base_dir} moved logits by {diff:.3g} (> {MAX_LOGIT_DIFF}); "
+                        "is this the adapter's base model?")
+    if out.exists():
+        shutil.rmtree(out)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return check

@@ -1,0 +1,193 @@
+"""The ONNX Runtime backend: an exported decoder with KV cache, driven by our own loop.
+
+Only onnxruntime, tokenizers and numpy are used at run time: no torch,
+transformers or optimum. The model is the one optimum exports for
+``text-generation-with-past`` (inputs ``input_ids``, ``attention_mask``,
+optionally ``position_ids``, and ``past_key_values.N.key/value``; outputs
+``logits`` and ``present.N.key/value``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..bundle import Bundle
+from ..errors import BackendError, UserError
+from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
+from .sampling import pick_token
+
+_NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "float32"}
+
+
+def _imports():
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise UserError(f"the ONNX backend needs onnxruntime and tokenizers: pip install 'rationalizer[onnx]' ({exc})") from None
+    return np, ort, Tokenizer
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BackendError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _ids(value) -> set[int]:
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, (list, tuple)) else {int(value)}
+
+
+class OnnxBackend(Backend):
+    """Runs an exported ONNX decoder on CPU, or on CUDA with onnxruntime-gpu."""
+
+    name = "onnx"
+    formats = ("onnx",)
+    devices = ("cpu", "cuda")
+    parallel_calls = False
+
+    def __init__(self, session, tokenizer, stop_ids: set[int], context_length: int) -> None:
+        np, _, _ = _imports()
+        self._np = np
+        self.session = session
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids
+        self.context_length = context_length
+        self._lock = threading.Lock()
+        inputs = {i.name: i for i in session.get_inputs()}
+        self._past_names = sorted((n for n in inputs if n.startswith("past_key_values.")),
+                                  key=lambda n: (int(n.split(".")[1]), n.endswith("value")))
+        if "input_ids" not in inputs or not self._past_names:
+            raise BackendError("the ONNX model is not a decoder with KV cache (inputs input_ids and past_key_values.*)")
+        first = inputs[self._past_names[0]]
+        self._kv_heads, self._head_dim = int(first.shape[1]), int(first.shape[3])
+        self._kv_dtype = np.dtype(_NUMPY_TYPES.get(first.type, "float32"))
+        self._has_positions = "position_ids" in inputs
+        self._has_mask = "attention_mask" in inputs
+        self._present_names = [n.replace("past_key_values", "present") for n in self._past_names]
+
+    @classmethod
+    def gpu_available(cls) -> bool:
+        """True when onnxruntime offers the CUDA execution provider."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+
+    @classmethod
+    def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "OnnxBackend":
+        """Create an inference session over the bundle's ``onnx`` model and load its tokenizer."""
+        np, ort, Tokenizer = _imports()
+        model_path = bundle.main_file("onnx")
+        folder = model_path.parent
+        if device == "cuda" and not cls.gpu_available():
+            raise UserError("device 'cuda' asked, but this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(str(model_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise BackendError(f"{model_path}: ONNX Runtime could not load this model ({str(exc).splitlines()[0]})") from None
+        tokenizer_path = folder / "tokenizer.json"
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:
+            raise BackendError(f"{tokenizer_path}: could not load the tokenizer ({exc})") from None
+        stop_ids = _ids(_json(folder / "config.json").get("eos_token_id"))
+        stop_ids |= _ids(_json(folder / "generation_config.json").get("eos_token_id"))
+        for text in bundle.manifest.prompt.stop:
+            token = tokenizer.token_to_id(text)
+            if token is not None:
+                stop_ids.add(token)
+        return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as the exported tokenizer makes them (its post-processor included)."""
+        return self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    def count_tokens(self, text: str) -> int:
+        """Token count of ``text`` (special tokens parsed, BOS as the tokenizer adds it)."""
+        return len(self.encode(text))
+
+    def empty_past(self) -> dict:
+        shape = (1, self._kv_heads, 0, self._head_dim)
+        return {name: self._np.zeros(shape, dtype=self._kv_dtype) for name in self._past_names}
+
+    def step(self, ids: list[int], past: dict, position: int):
+        """Run the decoder on ``ids`` after ``position`` cached tokens; return (last logits, new cache)."""
+        np = self._np
+        feed = {"input_ids": np.asarray([ids], dtype=np.int64), **past}
+        total = position + len(ids)
+        if self._has_mask:
+            feed["attention_mask"] = np.ones((1, total), dtype=np.int64)
+        if self._has_positions:
+            feed["position_ids"] = np.arange(position, total, dtype=np.int64)[None, :]
+        outputs = self.session.run(["logits", *self._present_names], feed)
+        new_past = dict(zip(self._past_names, outputs[1:]))
+        return outputs[0][0, -1].astype(np.float32), new_past
+
+    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """Generate after ``prompt``; calls from several threads take turns."""
+        with self._lock:
+            yield from self._stream_locked(prompt, params, stats)
+
+    def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        np = self._np
+        ids = self.encode(prompt)
+        stats.prompt_tokens = len(ids)
+        budget = min(params.max_new_tokens, self.context_length - len(ids))
+        stats.finish_reason = "length"
+        if budget < 1:
+            return
+        rng = None
+        if params.temperature > 0:
+            rng = np.random.default_rng(params.seed if params.seed is not None else time.time_ns() % 2**31)
+        stop = StopStringFilter(params.stop)
+        generated: list[int] = []
+        shown = ""
+        logits, past = self.step(ids, self.empty_past(), 0)
+        position = len(ids)
+        while True:
+            token = pick_token(logits, params, rng)
+            if token in self.stop_ids:
+                stats.finish_reason = "stop"
+                break
+            stats.tokens += 1
+            if stats.first_token_at is None:
+                stats.first_token_at = time.perf_counter()
+            generated.append(token)
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                piece = stop.feed(text[len(shown):])
+                shown = text
+                if piece:
+                    yield piece
+                if stop.stopped:
+                    stats.finish_reason = "stop"
+                    break
+            if stats.tokens >= budget:
+                break
+            logits, past = self.step([token], past, position)
+            position += 1
+        tail = self.tokenizer.decode(generated, skip_special_tokens=True)[len(shown):] if not stop.stopped else ""
+        rest = stop.feed(tail) + stop.flush()
+        if rest:
+            yield rest
+
+    def close(self) -> None:
+        """Drop the inference session."""
+        self.session = None
