@@ -44,7 +44,8 @@ def info(path: str | None, as_json: bool, verify: bool) -> None:
     for fmt, wfs in m.files.items():
         for wf in wfs:
             where = f" [from package {wf.package}]" if wf.package else ""
-            click.echo(f"  {fmt:5} {wf.role:8} {_size(wf.size):>9}  {wf.path}{where}  sha256 {wf.sha256[:12]}...")
+            quant = f" ({wf.quantization})" if wf.quantization else ""
+            click.echo(f"  {fmt:5} {wf.role:8} {_size(wf.size):>9}  {wf.path}{quant}{where}  sha256 {wf.sha256[:12]}...")
     if m.control.rewards:
         click.echo("quality codes:")
         for r in m.control.rewards:

