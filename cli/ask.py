@@ -25,15 +25,19 @@ from .options import parse_quality, read_question, split_choices
               help="0 decodes greedily.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Random seed for sampling.")
+@click.option("--votes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Self-consistency: sample N rationales and answer with the majority.")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 @click.option("--stream", is_flag=True, help="Print the text as it is generated.")
 @click.option("--verbose", "-v", is_flag=True, help="Print tokens, timing and backend on stderr.")
 def ask(question: tuple[str, ...], choices: str | None, quality: str | None, model: str | None, backend: str,
         device: str, threads: int | None, max_tokens: int | None, temperature: float, top_p: float,
-        seed: int | None, as_json: bool, stream: bool, verbose: bool) -> None:
+        seed: int | None, votes: int, as_json: bool, stream: bool, verbose: bool) -> None:
     """Answer QUESTION and explain why (use - to read the question from stdin)."""
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined")
+    if stream and votes > 1:
+        raise click.UsageError("--stream and --votes cannot be combined (the answer is known after all votes)")
     text = read_question(question)
     options = dict(choices=split_choices(choices), quality=parse_quality(quality), max_new_tokens=max_tokens,
                    temperature=temperature, top_p=top_p, seed=seed)
@@ -51,11 +55,13 @@ def ask(question: tuple[str, ...], choices: str | None, quality: str | None, mod
         click.echo("\n")
         click.echo(f"Answer: {_answer_text(result)}")
     else:
-        result = r.rationalize(text, **options)
+        result = r.rationalize(text, votes=votes, **options)
         if as_json:
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
             click.echo(f"Answer: {_answer_text(result)}")
+            if result.votes:
+                click.echo("Votes: " + ", ".join(f"{answer} {n}" for answer, n in result.votes.items()))
             click.echo(f"Why: {result.rationale}" if result.answer is not None else f"Text: {result.text.strip()}")
     if verbose:
         speed = f"{result.tokens_per_s:.1f} tok/s" if result.tokens_per_s else "n/a"

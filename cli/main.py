@@ -64,6 +64,7 @@ def cli() -> None:
 
 def _register() -> None:
     from .ask import ask
+    from .bench import bench_command
     from .eval import eval_command
     from .export import export_command
     from .info import info
@@ -71,6 +72,7 @@ def _register() -> None:
     from .train import train_group
 
     cli.add_command(ask)
+    cli.add_command(bench_command)
     cli.add_command(info)
     cli.add_command(eval_command)
     cli.add_command(export_command)

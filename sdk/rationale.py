@@ -27,6 +27,10 @@ class Rationale:
     finish_reason: str
     backend: str
     model: str
+    mean_logprob: float | None = None
+    """Mean log-probability of the generated tokens (asked for by self-consistency voting)."""
+    votes: dict[str, int] | None = None
+    """With ``votes=N``: how many of the N sampled rationales reached each answer."""
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections import Counter
+from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .backends import GenerationParams, GenerationStats, choose_backend
@@ -10,10 +13,13 @@ from .bundle import Bundle
 from .errors import InputError
 from .integrity import VerifyMode
 from .manifest import Manifest, ParserSettings
+from .metrics.answers import normalize_answer
 from .prompting import Quality, build_prompt, clean_choices, clean_question, parse_answer, render_codes, resolve_quality
 from .rationale import Rationale
 
 MAX_NEW_TOKENS_LIMIT = 4096
+MAX_VOTES = 64
+VOTE_TEMPERATURE = 0.7
 
 
 class Rationalizer:
@@ -107,6 +113,10 @@ class Rationalizer:
         """Yield the generated text in pieces as it comes, then the finished :class:`Rationale`."""
         q, c, selection = self._prepare(question, choices, quality)
         params = self._params(max_new_tokens, temperature, top_p, seed)
+        yield from self._run(q, c, selection, params)
+
+    def _run(self, q: str, c: list[str] | None, selection: dict[str, int],
+             params: GenerationParams) -> Iterator[str | Rationale]:
         prompt = self._render(q, c, selection)
         stats = GenerationStats()
         pieces: list[str] = []
@@ -114,11 +124,14 @@ class Rationalizer:
         for piece in self._backend.stream(prompt, params, stats):
             pieces.append(piece)
             yield piece
+        yield self._result(q, c, selection, "".join(pieces), stats, params, start)
+
+    def _result(self, q: str, c: list[str] | None, selection: dict[str, int], text: str, stats: GenerationStats,
+                params: GenerationParams, start: float) -> Rationale:
         latency = time.perf_counter() - start
         first = None if stats.first_token_at is None else stats.first_token_at - start
-        text = "".join(pieces)
         parsed = parse_answer(text, c, self.manifest.parser)
-        yield Rationale(
+        return Rationale(
             question=q,
             answer=parsed.answer,
             rationale=parsed.rationale,
@@ -132,6 +145,7 @@ class Rationalizer:
             finish_reason=stats.finish_reason,
             backend=self.backend_name,
             model=self.name,
+            mean_logprob=stats.logprob_sum / stats.tokens if params.logprobs and stats.tokens else None,
         )
 
     def rationalize(
@@ -143,17 +157,60 @@ class Rationalizer:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        votes: int = 1,
     ) -> Rationale:
         """Answer ``question`` (optionally one of ``choices``) and explain why.
 
         ``quality`` selects the control codes: ``"best"``, a preset of the bundle,
         ``{"diversity": 3}`` or ``"diversity=3"``. Greedy when ``temperature`` is 0.
+        ``votes=N`` (self-consistency): N rationales are sampled (at ``temperature``,
+        or 0.7 when it is 0), the majority answer wins, and the rationale returned is
+        the one for that answer with the highest mean token log-probability; its
+        ``votes`` field counts the answers, its latency and token count cover all N.
         """
+        if isinstance(votes, bool) or not isinstance(votes, int) or not 1 <= votes <= MAX_VOTES:
+            raise InputError(f"votes must be an integer in 1..{MAX_VOTES}, not {votes!r}")
+        if votes > 1:
+            return self._vote(question, choices, quality, max_new_tokens, temperature, top_p, seed, votes)
         result = None
         for item in self.stream(question, choices, quality, max_new_tokens, temperature, top_p, seed):
             result = item
         assert isinstance(result, Rationale)
         return result
+
+    def _vote(self, question: str, choices: Sequence[str] | None, quality: Quality, max_new_tokens: int | None,
+              temperature: float, top_p: float, seed: int | None, votes: int) -> Rationale:
+        q, c, selection = self._prepare(question, choices, quality)
+        params = self._params(max_new_tokens, temperature if temperature > 0 else VOTE_TEMPERATURE, top_p, seed)
+        params.logprobs = True
+        first_seed = seed if seed is not None else random.getrandbits(30)
+        samples = []
+        for i in range(votes):
+            params.seed = (first_seed + i) % 2**31
+            *_, result = self._run(q, c, selection, params)
+            samples.append(result)
+        counts: Counter[str] = Counter()
+        shown: dict[str, str] = {}
+        for s in samples:
+            if s.answer is not None:
+                key = normalize_answer(s.answer)
+                counts[key] += 1
+                shown.setdefault(key, s.answer)
+
+        def score(s: Rationale) -> float:
+            return s.mean_logprob if s.mean_logprob is not None else float("-inf")
+
+        if counts:
+            # most votes; a tie goes to the answer whose best rationale the model finds likeliest
+            best_of = {k: max((s for s in samples if s.answer and normalize_answer(s.answer) == k), key=score)
+                       for k in counts}
+            winner = max(counts, key=lambda k: (counts[k], score(best_of[k])))
+            best = best_of[winner]
+        else:
+            best = max(samples, key=score)
+        return replace(best, votes={shown[k]: n for k, n in counts.most_common()},
+                       latency_s=sum(s.latency_s for s in samples),
+                       tokens_generated=sum(s.tokens_generated for s in samples))
 
     def rationalize_many(
         self,
@@ -163,9 +220,17 @@ class Rationalizer:
     ) -> list[Rationale]:
         """Answer several questions: strings (sharing ``choices``) or dicts with ``question`` and ``choices``.
 
-        All inputs are validated before any generation starts, so a bad item
-        fails fast instead of after minutes of work.
+        ``options`` are those of :meth:`rationalize`, plus ``batch_size``. All inputs
+        are validated before any generation starts, so a bad item fails fast
+        instead of after minutes of work. Backends that batch (ONNX Runtime, torch)
+        run up to ``batch_size`` prompts (default: the backend's) per forward pass,
+        prompts of similar length together; each result's latency is then that of
+        its batch. llama.cpp answers one after another.
         """
+        batch_size = options.pop("batch_size", None)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or not 1 <= batch_size <= 256):
+            raise InputError(f"batch_size must be an integer in 1..256, not {batch_size!r}")
         items: list[tuple[str, Sequence[str] | None]] = []
         for i, item in enumerate(questions):
             if isinstance(item, Mapping):
@@ -174,12 +239,29 @@ class Rationalizer:
                 items.append((item["question"], item.get("choices", choices)))
             else:
                 items.append((item, choices))
+        prepared = []
         for i, (q, c) in enumerate(items):
             try:
-                self._prepare(q, c, options.get("quality", "best"))
+                prepared.append(self._prepare(q, c, options.get("quality", "best")))
             except InputError as exc:
                 raise InputError(f"item {i}: {exc}") from None
-        return [self.rationalize(q, c, **options) for q, c in items]
+        size = batch_size or self._backend.max_batch_size
+        if size < 2 or options.get("votes", 1) != 1 or len(items) < 2:
+            return [self.rationalize(q, c, **options) for q, c in items]
+        params = self._params(options.get("max_new_tokens"), options.get("temperature", 0.0),
+                              options.get("top_p", 1.0), options.get("seed"))
+        prompts = [self._render(*p) for p in prepared]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Rationale | None] = [None] * len(prompts)
+        for begin in range(0, len(order), size):
+            rows = order[begin:begin + size]
+            row_params = [replace(params, seed=None if params.seed is None else (params.seed + i) % 2**31)
+                          for i in rows]
+            start = time.perf_counter()
+            outputs = self._backend.generate_many([prompts[i] for i in rows], row_params)
+            for i, p, (text, stats) in zip(rows, row_params, outputs):
+                results[i] = self._result(*prepared[i], text, stats, p, start)
+        return [r for r in results if r is not None]
 
     def answer_with_rationale(
         self,

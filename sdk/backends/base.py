@@ -24,6 +24,8 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    """Sum the log-probabilities of the generated tokens into ``GenerationStats.logprob_sum``."""
 
 
 @dataclass
@@ -35,6 +37,8 @@ class GenerationStats:
     finish_reason: str = ""
     first_token_at: float | None = None
     """``time.perf_counter()`` when the first new token was sampled."""
+    logprob_sum: float = 0.0
+    """Sum of log p(token) over the generated tokens (with ``GenerationParams.logprobs``)."""
 
 
 class Backend(ABC):
@@ -45,6 +49,8 @@ class Backend(ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     parallel_calls: ClassVar[bool] = False
     """True if concurrent calls from several threads run in parallel; False if they serialize."""
+    max_batch_size: int = 1
+    """Prompts one :meth:`generate_many` call runs in a single forward pass (1: one after another)."""
 
     @classmethod
     @abstractmethod
@@ -63,6 +69,14 @@ class Backend(ABC):
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to (special tokens parsed, BOS included)."""
+
+    def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
+        """Generate for several prompts; backends with ``max_batch_size > 1`` batch them, this one loops."""
+        results = []
+        for prompt, p in zip(prompts, params):
+            stats = GenerationStats()
+            results.append(("".join(self.stream(prompt, p, stats)), stats))
+        return results
 
     def close(self) -> None:
         """Free the model's memory; the backend is unusable afterwards."""

@@ -17,6 +17,7 @@ from ..bundle import Bundle
 from ..errors import BackendError, UserError
 from ..paths import default_base_checkpoint
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
+from .batching import BatchItem, generate_batch
 
 
 def _torch():
@@ -78,12 +79,15 @@ class TorchBackend(Backend):
     devices = ("cpu", "cuda")
     parallel_calls = False
 
-    def __init__(self, model, tokenizer, stop_ids: set[int], context_length: int) -> None:
+    def __init__(self, model, tokenizer, stop_ids: set[int], context_length: int, batch_size: int = 8) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.stop_ids = stop_ids
         self.context_length = context_length
         self._lock = threading.Lock()
+        self.max_batch_size = batch_size
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(stop_ids, default=0)
 
     @classmethod
     def gpu_available(cls) -> bool:
@@ -143,11 +147,14 @@ class TorchBackend(Backend):
             while stats.tokens < budget:
                 out = self.model(step_input, past_key_values=past, use_cache=True)
                 past = out.past_key_values
-                token = _pick(torch, out.logits[0, -1].float(), params, generator)
+                logits = out.logits[0, -1].float()
+                token = _pick(torch, logits, params, generator)
                 if token in self.stop_ids:
                     stats.finish_reason = "stop"
                     break
                 stats.tokens += 1
+                if params.logprobs:
+                    stats.logprob_sum += float(torch.log_softmax(logits, -1)[token])
                 if stats.first_token_at is None:
                     stats.first_token_at = time.perf_counter()
                 generated.append(token)
@@ -165,6 +172,28 @@ class TorchBackend(Backend):
         rest = stop.feed(tail) + stop.flush()
         if rest:
             yield rest
+
+    def batch_step(self, input_ids, attention_mask, position_ids, past):
+        """One forward pass over ``input_ids [B, n]`` (numpy); (last-position logits ``[B, vocab]``, new cache)."""
+        torch = _torch()
+        device = self.model.device
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids).to(device),
+                             attention_mask=torch.from_numpy(attention_mask).to(device),
+                             position_ids=torch.from_numpy(position_ids).to(device),
+                             past_key_values=past, use_cache=True)
+        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+    def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
+        """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
+        items = []
+        for prompt, p in zip(prompts, params):
+            ids = self.tokenizer(prompt).input_ids
+            items.append(BatchItem(ids, p, min(p.max_new_tokens, self.context_length - len(ids))))
+        decode = lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True)  # noqa: E731
+        with self._lock:
+            generate_batch(self, items, self.pad_id, self.stop_ids, decode)
+        return [(item.text, item.stats) for item in items]
 
     def close(self) -> None:
         """Drop the model."""

@@ -112,6 +112,8 @@ class LlamaCppBackend(Backend):
                     stats.finish_reason = "stop"
                     break
                 stats.tokens += 1
+                if params.logprobs:
+                    stats.logprob_sum += self._last_logprob(token)
                 if stats.first_token_at is None:
                     stats.first_token_at = time.perf_counter()
                 piece = stop.feed(decoder.decode(self._llm.detokenize([token])))
@@ -127,6 +129,16 @@ class LlamaCppBackend(Backend):
         tail = stop.feed(decoder.decode(b"", final=True)) + stop.flush()
         if tail:
             yield tail
+
+    def _last_logprob(self, token: int) -> float:
+        """log p(token) from the logits llama.cpp sampled it from (still in the context until the next eval)."""
+        import numpy as np
+
+        from .sampling import token_logprob
+
+        pointer = _llama_cpp().llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
+        return token_logprob(logits, token)
 
     def close(self) -> None:
         """Free the llama.cpp model and context."""

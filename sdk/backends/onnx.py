@@ -18,7 +18,8 @@ from typing import Iterator
 from ..bundle import Bundle
 from ..errors import BackendError, UserError
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
-from .sampling import pick_token
+from .batching import BatchItem, generate_batch
+from .sampling import pick_token, token_logprob
 
 _NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "float32"}
 
@@ -56,7 +57,8 @@ class OnnxBackend(Backend):
     devices = ("cpu", "cuda")
     parallel_calls = False
 
-    def __init__(self, session, tokenizer, stop_ids: set[int], context_length: int) -> None:
+    def __init__(self, session, tokenizer, stop_ids: set[int], context_length: int, pad_id: int = 0,
+                 batch_size: int = 8) -> None:
         np, _, _ = _imports()
         self._np = np
         self.session = session
@@ -75,6 +77,9 @@ class OnnxBackend(Backend):
         self._has_positions = "position_ids" in inputs
         self._has_mask = "attention_mask" in inputs
         self._present_names = [n.replace("past_key_values", "present") for n in self._past_names]
+        self.pad_id = pad_id
+        # left padding needs explicit positions; a graph without position_ids runs one prompt at a time
+        self.max_batch_size = batch_size if self._has_positions else 1
 
     @classmethod
     def gpu_available(cls) -> bool:
@@ -107,13 +112,16 @@ class OnnxBackend(Backend):
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as exc:
             raise BackendError(f"{tokenizer_path}: could not load the tokenizer ({exc})") from None
-        stop_ids = _ids(_json(folder / "config.json").get("eos_token_id"))
+        config = _json(folder / "config.json")
+        stop_ids = _ids(config.get("eos_token_id"))
         stop_ids |= _ids(_json(folder / "generation_config.json").get("eos_token_id"))
         for text in bundle.manifest.prompt.stop:
             token = tokenizer.token_to_id(text)
             if token is not None:
                 stop_ids.add(token)
-        return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length)
+        pad = config.get("pad_token_id")
+        pad_id = int(pad) if isinstance(pad, int) else min(stop_ids, default=0)
+        return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length, pad_id)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as the exported tokenizer makes them (its post-processor included)."""
@@ -123,22 +131,42 @@ class OnnxBackend(Backend):
         """Token count of ``text`` (special tokens parsed, BOS as the tokenizer adds it)."""
         return len(self.encode(text))
 
-    def empty_past(self) -> dict:
-        shape = (1, self._kv_heads, 0, self._head_dim)
+    def empty_past(self, batch: int = 1) -> dict:
+        """A KV cache holding no tokens, for ``batch`` rows."""
+        shape = (batch, self._kv_heads, 0, self._head_dim)
         return {name: self._np.zeros(shape, dtype=self._kv_dtype) for name in self._past_names}
+
+    def batch_step(self, input_ids, attention_mask, position_ids, past):
+        """Run the decoder on ``input_ids [B, n]``; return (last-position logits ``[B, vocab]``, new cache)."""
+        np = self._np
+        feed = {"input_ids": input_ids, **(past if past is not None else self.empty_past(input_ids.shape[0]))}
+        if self._has_mask:
+            feed["attention_mask"] = attention_mask
+        if self._has_positions:
+            feed["position_ids"] = position_ids
+        outputs = self.session.run(["logits", *self._present_names], feed)
+        return outputs[0][:, -1].astype(np.float32), dict(zip(self._past_names, outputs[1:]))
 
     def step(self, ids: list[int], past: dict, position: int):
         """Run the decoder on ``ids`` after ``position`` cached tokens; return (last logits, new cache)."""
         np = self._np
-        feed = {"input_ids": np.asarray([ids], dtype=np.int64), **past}
         total = position + len(ids)
-        if self._has_mask:
-            feed["attention_mask"] = np.ones((1, total), dtype=np.int64)
-        if self._has_positions:
-            feed["position_ids"] = np.arange(position, total, dtype=np.int64)[None, :]
-        outputs = self.session.run(["logits", *self._present_names], feed)
-        new_past = dict(zip(self._past_names, outputs[1:]))
-        return outputs[0][0, -1].astype(np.float32), new_past
+        logits, new_past = self.batch_step(np.asarray([ids], dtype=np.int64), np.ones((1, total), dtype=np.int64),
+                                           np.arange(position, total, dtype=np.int64)[None, :], past)
+        return logits[0], new_past
+
+    def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
+        """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
+        if self.max_batch_size < 2:
+            return super().generate_many(prompts, params)
+        items = []
+        for prompt, p in zip(prompts, params):
+            ids = self.encode(prompt)
+            items.append(BatchItem(ids, p, min(p.max_new_tokens, self.context_length - len(ids))))
+        decode = lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True)  # noqa: E731
+        with self._lock:
+            generate_batch(self, items, self.pad_id, self.stop_ids, decode)
+        return [(item.text, item.stats) for item in items]
 
     def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
         """Generate after ``prompt``; calls from several threads take turns."""
@@ -167,6 +195,8 @@ class OnnxBackend(Backend):
                 stats.finish_reason = "stop"
                 break
             stats.tokens += 1
+            if params.logprobs:
+                stats.logprob_sum += token_logprob(logits, token)
             if stats.first_token_at is None:
                 stats.first_token_at = time.perf_counter()
             generated.append(token)

@@ -11,6 +11,13 @@ import numpy as np
 from .base import GenerationParams
 
 
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """log p(token) under the softmax of ``logits`` (temperature 1: the model's own distribution)."""
+    x = logits.astype(np.float64)
+    m = x.max()
+    return float(x[token] - m - np.log(np.exp(x - m).sum()))
+
+
 def pick_token(logits: np.ndarray, params: GenerationParams, rng: np.random.Generator | None) -> int:
     """The next token id: argmax when ``params.temperature`` is 0, else a top-p sample drawn with ``rng``."""
     if params.temperature <= 0 or rng is None:

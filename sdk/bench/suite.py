@@ -1,0 +1,230 @@
+"""``rationalize bench``: every backend and format available here, against its peers, in one run.
+
+For each bundle the SDK runs it with every backend that takes its format, on
+the CPU and (where one is usable) the GPU; peers run the same weights: raw
+llama-cpp-python for GGUF, optimum's ``ORTModelForCausalLM.generate`` for ONNX,
+transformers ``generate`` for HF weights (and for the fp32 source of an ONNX
+export, when it is on disk). Each measurement runs in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..backends import REGISTRY, backend_class
+from ..backends.base import default_threads
+from ..bundle import DEFAULT_BUNDLE_DIR, Bundle
+from ..errors import UserError
+from ..manifest import MANIFEST_NAME
+from ..paths import default_base_checkpoint
+from .bandwidth import bound_tokens_per_s, read_bandwidth_gb_s
+
+WEIGHT_ROLES = ("model", "data", "adapter")
+
+
+@dataclass
+class BenchRow:
+    """One runner on one bundle and device."""
+
+    bundle: str
+    runner: str
+    format: str
+    quantization: str
+    device: str
+    weight_bytes: int
+    figures: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    bound_tok_s: float | None = None
+
+    @property
+    def bound_fraction(self) -> float | None:
+        """Achieved decode speed as a share of the bandwidth bound."""
+        speed = self.figures.get("decode_tok_s")
+        return speed / self.bound_tok_s if speed and self.bound_tok_s else None
+
+
+@dataclass
+class BenchPlan:
+    """What to measure and how."""
+
+    bundles: list[str | None]
+    tokens: int = 128
+    reps: int = 3
+    threads: int | None = None
+    devices: list[str] = field(default_factory=lambda: ["cpu", "cuda"])
+    peers: bool = True
+    timeout_s: int = 900
+
+
+def find_bundles(paths: list[str]) -> list[str | None]:
+    """Bundle folders named, or found one level inside a named folder (an export's output); none: the default."""
+    if not paths:
+        return [None]
+    found: list[str | None] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / MANIFEST_NAME).exists():
+            found.append(str(path))
+        elif path.is_dir():
+            found += [str(p.parent) for p in sorted(path.glob(f"*/{MANIFEST_NAME}"))]
+        else:
+            raise UserError(f"{path}: not a bundle folder or a folder of bundles")
+    if not found:
+        raise UserError(f"no bundle found in {', '.join(paths)}")
+    return found
+
+
+def _hf_source(bundle: Bundle) -> str | None:
+    """Full-precision HF weights of the same model, for the transformers peer (None: not on disk)."""
+    if "hf" in bundle.formats():
+        return str(bundle.main_file("hf").parent)
+    source = bundle.manifest.provenance.get("export", {}).get("source")
+    if not source:
+        return None
+    if Path(source).resolve() == DEFAULT_BUNDLE_DIR.resolve():
+        base = default_base_checkpoint()
+        return str(base) if (base / "model.safetensors").exists() else None
+    try:
+        origin = Bundle.load(source)
+    except UserError:
+        return None
+    return str(origin.main_file("hf").parent) if "hf" in origin.formats() else None
+
+
+def _jobs(plan: BenchPlan, say: Callable[[str], None]) -> list[tuple[BenchRow, dict[str, Any]]]:
+    jobs = []
+    threads = plan.threads or default_threads()
+    gpu_backends = [n for n in REGISTRY if _gpu(n)]
+    devices = [d for d in plan.devices if d == "cpu" or gpu_backends]
+    if "cuda" in plan.devices and not gpu_backends:
+        say("no GPU usable here (torch sees no CUDA device, llama.cpp has no GPU offload, onnxruntime has no "
+            "CUDAExecutionProvider): the CUDA paths are skipped")
+    for path in plan.bundles:
+        bundle = Bundle.load(path)
+        label = path or "default"
+        for fmt in bundle.formats():
+            files = bundle.files(fmt)
+            size = sum(wf.size for wf in files if wf.role in WEIGHT_ROLES)
+            quant = next((wf.quantization for wf in files if wf.role == "model" and wf.quantization), "as trained")
+            base = dict(bundle=path, threads=threads, tokens=plan.tokens, reps=plan.reps)
+            for name, (_, _, formats, _) in REGISTRY.items():
+                if fmt not in formats:
+                    continue
+                for device in devices:
+                    if device == "cuda" and name not in gpu_backends:
+                        continue
+                    row = BenchRow(label, f"sdk ({name})", fmt, quant, device, size)
+                    jobs.append((row, {**base, "runner": "sdk", "backend": name, "device": device}))
+            if not plan.peers:
+                continue
+            peers = {"gguf": ["llama-cpp-python"], "onnx": ["optimum", "transformers"], "hf": ["transformers"],
+                     "peft": []}[fmt]
+            for peer in peers:
+                spec, peer_size = {**base, "runner": peer}, size
+                if peer == "transformers":
+                    hf_dir = _hf_source(bundle)
+                    if hf_dir is None:
+                        say(f"{label}: no fp32 HF weights on disk for the transformers peer; skipped")
+                        continue
+                    spec["hf_dir"] = hf_dir
+                    peer_size = sum(p.stat().st_size for p in Path(hf_dir).glob("*.safetensors"))
+                for device in devices:
+                    if device == "cuda" and not _peer_gpu(peer):
+                        continue
+                    peer_quant = "fp32" if peer == "transformers" and device == "cpu" else quant
+                    jobs.append((BenchRow(label, peer, fmt, peer_quant, device, peer_size), {**spec, "device": device}))
+    return jobs
+
+
+def _gpu(backend: str) -> bool:
+    try:
+        return backend_class(backend).gpu_available()
+    except UserError:
+        return False
+
+
+def _peer_gpu(peer: str) -> bool:
+    return _gpu({"llama-cpp-python": "llamacpp", "optimum": "onnx", "transformers": "torch"}[peer])
+
+
+def run_bench(plan: BenchPlan, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure the bandwidth bound, then every job in its own process; returns rows and target checks."""
+    threads = plan.threads or default_threads()
+    say(f"measuring memory read bandwidth with {threads} threads")
+    bandwidth = read_bandwidth_gb_s(threads)
+    rows = []
+    for row, spec in _jobs(plan, say):
+        say(f"{row.bundle}: {row.runner} on {row.device} ({row.format} {row.quantization})")
+        proc = subprocess.run([sys.executable, "-m", "rationalizer.bench.worker", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=plan.timeout_s)
+        if proc.returncode != 0:
+            row.error = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+            say(f"  failed: {row.error}")
+        else:
+            row.figures = json.loads(proc.stdout.strip().splitlines()[-1])
+        if row.device == "cpu":  # the bandwidth measured is the CPU's
+            row.bound_tok_s = bound_tokens_per_s(bandwidth, row.weight_bytes)
+        rows.append(row)
+    return {"bandwidth_gb_s": bandwidth, "threads": threads, "tokens": plan.tokens, "reps": plan.reps,
+            "rows": [dict(asdict(r), bound_fraction=r.bound_fraction) for r in rows],
+            "targets": targets(rows)}
+
+
+def targets(rows: list[BenchRow]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value and whether it is met."""
+    out = []
+
+    def speed(r: BenchRow) -> float:
+        return float(r.figures.get("decode_tok_s") or 0.0)
+
+    for r in rows:
+        key = (r.bundle, r.format, r.device)
+        peers = {p.runner: p for p in rows if (p.bundle, p.format, p.device) == key and p.figures}
+        if not r.figures or not r.runner.startswith("sdk"):
+            continue
+        where = f"{r.bundle} {r.format} {r.quantization} {r.device}"
+        if r.format == "gguf" and r.bound_fraction is not None:
+            out.append(_target(f"GGUF decode vs bandwidth bound ({where})", r.bound_fraction, ">=", 0.70))
+        if r.format == "gguf" and "llama-cpp-python" in peers:
+            raw = speed(peers["llama-cpp-python"])
+            out.append(_target(f"SDK slower than raw llama-cpp-python ({where})", 1 - speed(r) / raw, "<=", 0.05))
+        if r.format == "onnx" and "optimum" in peers:
+            out.append(_target(f"ONNX loop vs optimum generate ({where})", speed(r) / speed(peers["optimum"]), ">=", 1.5))
+        if r.format == "onnx" and r.quantization.startswith("int8") and "transformers" in peers:
+            ratio = speed(r) / speed(peers["transformers"])
+            out.append(_target(f"ONNX {r.quantization} vs transformers fp32 ({where})", ratio, ">=", 2.0))
+    return out
+
+
+def _target(name: str, value: float, op: str, goal: float) -> dict[str, Any]:
+    met = value >= goal if op == ">=" else value <= goal
+    return {"target": name, "value": round(value, 3), "goal": f"{op} {goal}", "met": met}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The rows and targets as Markdown tables."""
+    lines = [f"memory read bandwidth: {result['bandwidth_gb_s']:.1f} GB/s ({result['threads']} threads); "
+             f"decode over up to {result['tokens']} tokens, median of {result['reps']}", "",
+             "| bundle | runner | format | quant | device | MB | load s | TTFT s | decode tok/s | bound tok/s | "
+             "of bound | s/question | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        f = r["figures"]
+        if r["error"]:
+            lines.append(f"| {r['bundle']} | {r['runner']} | {r['format']} | {r['quantization']} | {r['device']} | "
+                         f"{r['weight_bytes'] / 1e6:.0f} | failed: {r['error']} |||||||")
+            continue
+        bound = f"{r['bound_tok_s']:.0f}" if r["bound_tok_s"] else "-"
+        share = f"{r['bound_fraction']:.0%}" if r["bound_fraction"] else "-"
+        lines.append(f"| {r['bundle']} | {r['runner']} | {r['format']} | {r['quantization']} | {r['device']} | "
+                     f"{r['weight_bytes'] / 1e6:.0f} | {f['load_s']:.2f} | {f['ttft_s']:.3f} | {f['decode_tok_s']:.1f} | "
+                     f"{bound} | {share} | {f['latency_s']:.2f} | {f['peak_rss_mb']:.0f} |")
+    if result["targets"]:
+        lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else 'NO'} |"
+                  for t in result["targets"]]
+    return "\n".join(lines) + "\n"
