@@ -98,6 +98,9 @@ class LlamaCppBackend(Backend):
         stop = StopStringFilter(params.stop)
         vocab = self._llm._model.vocab
         stats.finish_reason = "length"
+        # No reuse of the previous call's KV prefix: evaluating a prompt in a different split changes the
+        # float sums enough to flip a near-tie, and a call's result must not depend on the call before it.
+        self._llm.reset()
         generator = self._llm.generate(
             tokens,
             temp=0.0 if greedy else params.temperature,

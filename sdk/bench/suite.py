@@ -62,13 +62,16 @@ class BenchPlan:
 
 
 def find_bundles(paths: list[str]) -> list[str | None]:
-    """Bundle folders named, or found one level inside a named folder (an export's output); none: the default."""
+    """Bundle folders named, or found one level inside a named folder (an export's output);
+    ``default`` or nothing: the embedded model."""
     if not paths:
         return [None]
     found: list[str | None] = []
     for raw in paths:
         path = Path(raw)
-        if (path / MANIFEST_NAME).exists():
+        if raw == "default" and not path.exists():
+            found.append(None)
+        elif (path / MANIFEST_NAME).exists():
             found.append(str(path))
         elif path.is_dir():
             found += [str(p.parent) for p in sorted(path.glob(f"*/{MANIFEST_NAME}"))]
