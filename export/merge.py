@@ -41,6 +41,8 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        raise UserError(f"{adapter_dir}: no adapter_model.safetensors (pickle adapter weights are refused)")
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, dtype=torch.float32,
                                                 local_files_only=True)

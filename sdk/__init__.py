@@ -12,7 +12,7 @@ a model is loaded.
 from __future__ import annotations
 
 from .bundle import Bundle
-from .errors import BackendError, BundleError, InputError, RationalizerError, UserError
+from .errors import BackendError, BundleError, InputError, ModelFileError, RationalizerError, UserError
 from .manifest import ControlScheme, Manifest, ParserSettings, PromptTemplate, RewardLevels, WeightFile
 from .prompting import build_prompt, format_target, parse_answer
 from .rationale import Rationale
@@ -37,5 +37,6 @@ __all__ = [
     "UserError",
     "InputError",
     "BundleError",
+    "ModelFileError",
     "BackendError",
 ]

@@ -24,5 +24,9 @@ class BundleError(UserError):
     """A bundle or its manifest is missing, corrupt or inconsistent."""
 
 
+class ModelFileError(BundleError):
+    """A weight file is there but its runtime cannot read it (truncated, corrupt or of another format)."""
+
+
 class BackendError(RationalizerError):
     """A backend failed to load a model or to generate."""

@@ -151,6 +151,11 @@ def build_prompt(template: PromptTemplate, question: str, choices: Sequence[str]
     return template.chat.format(system=template.system, user=user)
 
 
+def fixed_prefix(template: PromptTemplate) -> str:
+    """The text every prompt of this template starts with (the chat wrapper and system prompt before the user text)."""
+    return template.chat[:template.chat.index("{user}")].format(system=template.system)
+
+
 def format_target(rationale: str, answer: str, marker: str = "So the answer is") -> str:
     """The I-RO training target: ``<rationale> So the answer is <answer>.``"""
     rationale = rationale.strip()

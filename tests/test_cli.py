@@ -82,11 +82,11 @@ def test_corrupt_bundle_is_one_line_naming_the_file(tmp_path):
     assert "model.gguf: sha256" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_unloadable_gguf_with_right_hash_is_a_backend_error(tmp_path):
+def test_unloadable_gguf_with_right_hash_is_a_bundle_error(tmp_path):
     folder = write_bundle(tmp_path, {"model.gguf": b"GGUF" + bytes(64)})
     result = run("Is it?", "--model", str(folder))
-    assert result.exit_code == 1
-    assert "model.gguf: llama.cpp could not load this GGUF file" in result.stderr
+    assert result.exit_code == 2
+    assert "model.gguf: llama.cpp cannot load this GGUF file" in result.stderr
     assert result.stderr.count("\n") == 1
 
 

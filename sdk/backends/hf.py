@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..bundle import Bundle
-from ..errors import BackendError, UserError
+from ..errors import BundleError, ModelFileError, UserError
 from ..paths import default_base_checkpoint
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
 from .batching import BatchItem, generate_batch
@@ -48,10 +48,15 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
     every token. Weights load from safetensors only, never from pickle files.
     """
     torch = _torch()
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     fmt = fmt or ("hf" if "hf" in bundle.formats() else "peft")
-    folder: Path = bundle.main_file(fmt).parent
+    main = bundle.main_file(fmt)
+    if main.suffix != ".safetensors":
+        # .bin/.pt weights are pickles: loading one can run arbitrary code
+        raise BundleError(f"{main}: weights must be .safetensors; pickle checkpoints are refused")
+    folder: Path = main.parent
     dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -65,8 +70,9 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
             model = PeftModel.from_pretrained(base, folder, is_trainable=False)
             if merge:
                 model = model.merge_and_unload()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise BackendError(f"{folder}: transformers could not load this checkpoint ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ModelFileError(f"{folder}: transformers cannot load this checkpoint; truncated or corrupt weights? "
+                             f"({str(exc).splitlines()[0][:300]})") from None
     model.to(device).eval()
     return model, tokenizer
 

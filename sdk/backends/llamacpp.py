@@ -14,7 +14,7 @@ import time
 from typing import Iterator
 
 from ..bundle import Bundle
-from ..errors import BackendError
+from ..errors import BackendError, ModelFileError
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
 
 
@@ -34,10 +34,11 @@ class LlamaCppBackend(Backend):
     devices = ("cpu", "cuda")
     parallel_calls = False
 
-    def __init__(self, llm, context_length: int) -> None:
+    def __init__(self, llm, context_length: int, prefix: str = "") -> None:
         self._llm = llm
         self._lock = threading.Lock()
         self.context_length = context_length
+        self._prefix = self._tokenize(prefix)[:-1] if prefix else []  # the last token may merge with the user text
 
     @classmethod
     def gpu_available(cls) -> bool:
@@ -68,8 +69,12 @@ class LlamaCppBackend(Backend):
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise BackendError(f"{model_path}: llama.cpp could not load this GGUF file ({exc})") from None
-        return cls(llm, context)
+            names = f"{model_path}" + (f" with adapter {adapters[0]}" if adapters else "")
+            raise ModelFileError(f"{names}: llama.cpp cannot load this GGUF file; truncated, corrupt or not GGUF "
+                                 f"({str(exc).splitlines()[0]})") from None
+        from ..prompting import fixed_prefix
+
+        return cls(llm, context, fixed_prefix(bundle.manifest.prompt))
 
     def count_tokens(self, text: str) -> int:
         """Token count of ``text`` with special tokens parsed and BOS added as the model wants."""
@@ -98,9 +103,7 @@ class LlamaCppBackend(Backend):
         stop = StopStringFilter(params.stop)
         vocab = self._llm._model.vocab
         stats.finish_reason = "length"
-        # No reuse of the previous call's KV prefix: evaluating a prompt in a different split changes the
-        # float sums enough to flip a near-tie, and a call's result must not depend on the call before it.
-        self._llm.reset()
+        self._restore_prefix(tokens)
         generator = self._llm.generate(
             tokens,
             temp=0.0 if greedy else params.temperature,
@@ -132,6 +135,26 @@ class LlamaCppBackend(Backend):
         tail = stop.feed(decoder.decode(b"", final=True)) + stop.flush()
         if tail:
             yield tail
+
+    def _restore_prefix(self, tokens: list[int]) -> None:
+        """Leave exactly the template's fixed prefix in the KV cache, evaluated on its own.
+
+        llama-cpp-python reuses the longest cached prefix of the previous call, and a
+        prompt evaluated in a different split gives slightly different floats: enough
+        to flip a near-tie, so a call's result would depend on the call before it.
+        Here every prompt is evaluated as [fixed prefix][rest], the prefix cached
+        across calls, so results are reproducible and the shared system prompt is
+        computed once.
+        """
+        llm, keep = self._llm, len(self._prefix)
+        if not keep or tokens[:keep] != self._prefix or len(tokens) <= keep:
+            llm.reset()
+            return
+        if llm.n_tokens >= keep and list(llm.input_ids[:keep]) == self._prefix:
+            llm.n_tokens = keep
+        else:
+            llm.reset()
+            llm.eval(self._prefix)
 
     def _last_logprob(self, token: int) -> float:
         """log p(token) from the logits llama.cpp sampled it from (still in the context until the next eval)."""

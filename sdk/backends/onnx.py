@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..bundle import Bundle
-from ..errors import BackendError, UserError
+from ..errors import BackendError, ModelFileError, UserError
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
 from .batching import BatchItem, generate_batch
 from .sampling import pick_token, token_logprob
@@ -40,7 +40,7 @@ def _json(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BackendError(f"{path}: not valid JSON ({exc})") from None
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _ids(value) -> set[int]:
@@ -70,7 +70,7 @@ class OnnxBackend(Backend):
         self._past_names = sorted((n for n in inputs if n.startswith("past_key_values.")),
                                   key=lambda n: (int(n.split(".")[1]), n.endswith("value")))
         if "input_ids" not in inputs or not self._past_names:
-            raise BackendError("the ONNX model is not a decoder with KV cache (inputs input_ids and past_key_values.*)")
+            raise ModelFileError("the ONNX model is not a decoder with KV cache (inputs input_ids and past_key_values.*)")
         first = inputs[self._past_names[0]]
         self._kv_heads, self._head_dim = int(first.shape[1]), int(first.shape[3])
         self._kv_dtype = np.dtype(_NUMPY_TYPES.get(first.type, "float32"))
@@ -106,12 +106,13 @@ class OnnxBackend(Backend):
         try:
             session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise BackendError(f"{model_path}: ONNX Runtime could not load this model ({str(exc).splitlines()[0]})") from None
+            raise ModelFileError(f"{model_path}: ONNX Runtime cannot load this model; truncated, corrupt or not ONNX "
+                                 f"({str(exc).splitlines()[0][:300]})") from None
         tokenizer_path = folder / "tokenizer.json"
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        except Exception as exc:
-            raise BackendError(f"{tokenizer_path}: could not load the tokenizer ({exc})") from None
+        except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+            raise ModelFileError(f"{tokenizer_path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
         config = _json(folder / "config.json")
         stop_ids = _ids(config.get("eos_token_id"))
         stop_ids |= _ids(_json(folder / "generation_config.json").get("eos_token_id"))
