@@ -1,8 +1,7 @@
 """The tokenizer part of a GGUF file: tokens, their types, merges, special ids, pre-tokenizer, chat template.
 
-gguf-py supplies the readers (``SpecialVocab`` for merges, special ids and the
-chat template; ``LlamaHfVocab`` for SentencePiece-style Llama tokenizers). The
-GPT-2-style token list is built here because ``BpeVocab`` marks special tokens
+gguf-py supplies ``SpecialVocab`` (merges, special ids, add-BOS/EOS flags, chat
+template). The GPT-2-style token list is built here because ``BpeVocab`` marks special tokens
 that sit inside the base vocabulary (SmolLM2's ``<|im_start|>`` is id 1) as
 normal text, and llama.cpp would then never parse them as one token.
 
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,14 +36,13 @@ class GgufVocab:
     """Everything the writer adds about the tokenizer."""
 
     model: str
-    """``gpt2`` (byte-level BPE) or ``llama`` (SentencePiece-style BPE with byte fallback)."""
+    """llama.cpp's tokenizer model name (``gpt2``: byte-level BPE)."""
     tokens: list[bytes]
     scores: list[float]
     types: list[int]
     special: Any
     """A ``gguf.SpecialVocab``: merges, special token ids, add-BOS/EOS flags, chat template."""
     pre: str = "default"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def add_to(self, writer) -> None:
         """Write the tokenizer keys into a ``GGUFWriter``."""
@@ -53,8 +51,6 @@ class GgufVocab:
         writer.add_token_list(self.tokens)
         writer.add_token_scores(self.scores)
         writer.add_token_types(self.types)
-        if self.model == "llama":
-            writer.add_add_space_prefix(bool(self.extra.get("add_space_prefix", True)))
         self.special.add_to_gguf(writer, quiet=True)
 
 
@@ -70,27 +66,23 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> GgufVocab:
     model = data.get("model", {})
     if model.get("type") != "BPE":
         raise UserError(f"{path}: tokenizer type {model.get('type')!r} is not supported (BPE tokenizers only)")
+    if not _byte_level(data):
+        # SentencePiece-style BPE (TinyLlama, Llama 2): gguf-py's LlamaHfVocab gives every token a
+        # placeholder score, and llama.cpp's SPM tokenizer merges by score, so it would read input
+        # differently from the model's own tokenizer.
+        raise UserError(f"{path}: only byte-level BPE tokenizers can be written to GGUF here "
+                        "(SentencePiece-style tokenizers such as TinyLlama's are not supported yet)")
     special = gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=n_vocab)
     special.add_special_token["bos"] = _adds_bos(hf_dir)
     special.add_special_token.setdefault("eos", False)
-    if not _byte_level(data) and model.get("byte_fallback"):
-        vocab = gguf.vocab.LlamaHfVocab(hf_dir)
-        tokens, scores, types = [], [], []
-        for text, score, kind in vocab.all_tokens():
-            tokens.append(text)
-            scores.append(score)
-            types.append(int(kind))
-        add_prefix = any(n.get("type") == "Prepend" for n in (data.get("normalizer") or {}).get("normalizers", []))
-        result = GgufVocab("llama", tokens, scores, types, special, "default", {"add_space_prefix": add_prefix})
-    else:
-        by_id: dict[int, tuple[str, int]] = {i: (t, int(gguf.TokenType.NORMAL)) for t, i in model["vocab"].items()}
-        for added in data.get("added_tokens", []):
-            kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-            by_id[added["id"]] = (added["content"], int(kind))
-        size = max(by_id) + 1
-        tokens = [by_id[i][0].encode("utf-8") if i in by_id else f"[PAD{i}]".encode() for i in range(size)]
-        types = [by_id[i][1] if i in by_id else int(gguf.TokenType.UNUSED) for i in range(size)]
-        result = GgufVocab("gpt2", tokens, [0.0] * size, types, special)
+    by_id: dict[int, tuple[str, int]] = {i: (t, int(gguf.TokenType.NORMAL)) for t, i in model["vocab"].items()}
+    for added in data.get("added_tokens", []):
+        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        by_id[added["id"]] = (added["content"], int(kind))
+    size = max(by_id) + 1
+    tokens = [by_id[i][0].encode("utf-8") if i in by_id else f"[PAD{i}]".encode() for i in range(size)]
+    types = [by_id[i][1] if i in by_id else int(gguf.TokenType.UNUSED) for i in range(size)]
+    result = GgufVocab("gpt2", tokens, [0.0] * size, types, special)
     if len(result.tokens) > n_vocab:
         raise UserError(f"{path}: the tokenizer has {len(result.tokens)} tokens but the model only {n_vocab} embeddings")
     for i in range(len(result.tokens), n_vocab):  # embedding rows past the tokenizer (padding to a multiple)
@@ -147,8 +139,6 @@ def detect_pre_tokenizer(hf_dir: Path, vocab: GgufVocab, write_metadata: Callabl
     """The first llama.cpp pre-tokenizer name whose tokenization of the probe texts equals HF's."""
     import gguf
 
-    if vocab.model == "llama":
-        return "default"
     expected = hf_token_ids(hf_dir, PROBE_TEXTS)
     with tempfile.TemporaryDirectory(prefix="rationalizer-vocab-") as tmp:
         for name in PRE_TOKENIZER_CANDIDATES:

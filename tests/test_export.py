@@ -282,3 +282,19 @@ def test_lora_gguf_rides_on_the_shipped_default_gguf(default_base, tmp_path):
     assert lora.check.top1_agreement > base_alone.top1_agreement
     with Rationalizer.load(str(lora.folder)) as model:
         assert model.rationalize("Can a penguin fly?", max_new_tokens=8).tokens_generated > 0
+
+
+def test_sentencepiece_style_tokenizers_are_refused_not_exported_wrong(tiny_bundle, tmp_path):
+    import shutil
+
+    from rationalizer.export.gguf_convert import write_model_gguf
+
+    hf = tmp_path / "spm"
+    shutil.copytree(tiny_bundle / "hf", hf)
+    data = json.loads((hf / "tokenizer.json").read_text())
+    data["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    data["model"]["byte_fallback"] = True
+    (hf / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="only byte-level BPE tokenizers"):
+        write_model_gguf(hf, tmp_path / "spm.gguf", "f32")
+    assert not (tmp_path / "spm.gguf").exists()
