@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from rationalizer import Rationalizer
 from rationalizer.atomic import atomic_write_text
+from rationalizer.charts import pyplot, save_figure
 from rationalizer.dataset import Example
 from rationalizer.metrics import answers_match
 from rationalizer.metrics.answers import normalize_answer
@@ -121,12 +122,8 @@ def write_report(rows: Sequence[FidelityRow], out: Path, meta: dict[str, Any]) -
 
 def write_chart(rows: Sequence[FidelityRow], path: Path) -> Path | None:
     """Size against accuracy and against decode speed, one point per export; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     sized = [r for r in rows if r.size_bytes is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -148,8 +145,4 @@ def write_chart(rows: Sequence[FidelityRow], path: Path) -> Path | None:
     right.set_ylabel("decode tokens/s")
     fig.suptitle("rationalize export: fidelity")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

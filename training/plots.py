@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rationalizer.charts import pyplot, save_figure
+
 
 def plot_metrics(log: Path, out: Path) -> Path | None:
     """Read the metrics JSONL and draw loss (train and dev) and dev accuracy; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if r.get("kind") == "train"]
@@ -36,6 +34,4 @@ def plot_metrics(log: Path, out: Path) -> Path | None:
             reward_ax.plot([r["round"] for r in rounds], [r["rewards"][name] for r in rounds], "o-", label=name)
         reward_ax.set_xlabel("round"), reward_ax.set_title("policy reward means"), reward_ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -8,9 +8,10 @@ backend sees exactly the same input text.
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator
 
 from ..bundle import Bundle
 
@@ -124,3 +125,47 @@ class StopStringFilter:
         """Return text still held back (at the end of generation)."""
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+class TokenText:
+    """Turns generated token ids into streamed text for backends that decode whole sequences.
+
+    Each token re-decodes the sequence (tokenizers merge bytes across tokens) and
+    emits only the new part, holding back a half-received UTF-8 character and
+    anything that could be the start of a stop string.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stops: list[str]) -> None:
+        self._decode = decode
+        self._stop = StopStringFilter(stops)
+        self.ids: list[int] = []
+        self._shown = ""
+
+    @property
+    def stopped(self) -> bool:
+        """True once a stop string appeared; nothing more is emitted."""
+        return self._stop.stopped
+
+    def add(self, token: int) -> str:
+        """Append a token and return the text that is safe to emit now."""
+        self.ids.append(token)
+        text = self._decode(self.ids)
+        if text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            return ""
+        piece = self._stop.feed(text[len(self._shown):])
+        self._shown = text
+        return piece
+
+    def finish(self) -> str:
+        """The text still held back when generation ends."""
+        tail = "" if self.stopped else self._decode(self.ids)[len(self._shown):]
+        return self._stop.feed(tail) + self._stop.flush()
+
+
+def count_token(stats: GenerationStats, params: GenerationParams, logprob: Callable[[], float]) -> None:
+    """Book one generated token in ``stats`` (its log-probability only when asked for)."""
+    stats.tokens += 1
+    if params.logprobs:
+        stats.logprob_sum += logprob()
+    if stats.first_token_at is None:
+        stats.first_token_at = time.perf_counter()

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .base import GenerationParams, GenerationStats
+from .base import GenerationParams, GenerationStats, count_token
 from .sampling import pick_token, token_logprob
 
 
@@ -71,12 +71,8 @@ def generate_batch(stepper: BatchStepper, items: list[BatchItem], pad_id: int, s
             if token in stop_ids:
                 done[row], stats.finish_reason = True, "stop"
                 continue
-            if item.params.logprobs:
-                stats.logprob_sum += token_logprob(logits[row], token)
+            count_token(stats, item.params, lambda: token_logprob(logits[row], token))
             generated[row].append(token)
-            stats.tokens += 1
-            if stats.first_token_at is None:
-                stats.first_token_at = time.perf_counter()
             step_tokens[row, 0] = token
             if item.params.stop and _cut(decode(generated[row]), item.params.stop)[1]:
                 done[row], stats.finish_reason = True, "stop"
@@ -90,3 +86,12 @@ def generate_batch(stepper: BatchStepper, items: list[BatchItem], pad_id: int, s
     for row, item in enumerate(items):
         item.text, _ = _cut(decode(generated[row]), item.params.stop)
     return items
+
+
+def generate_prompts(stepper: BatchStepper, prompts: list[list[int]], params: list[GenerationParams],
+                     context_length: int, pad_id: int, stop_ids: set[int],
+                     decode: Callable[[list[int]], str]) -> list[tuple[str, GenerationStats]]:
+    """:func:`generate_batch` over tokenized prompts, each budget capped by the context; (text, stats) per prompt."""
+    items = [BatchItem(ids, p, min(p.max_new_tokens, context_length - len(ids))) for ids, p in zip(prompts, params)]
+    generate_batch(stepper, items, pad_id, stop_ids, decode)
+    return [(item.text, item.stats) for item in items]

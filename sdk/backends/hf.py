@@ -16,8 +16,8 @@ from typing import Iterator
 from ..bundle import Bundle
 from ..errors import BundleError, ModelFileError, UserError
 from ..paths import default_base_checkpoint
-from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
-from .batching import BatchItem, generate_batch
+from .base import Backend, GenerationParams, GenerationStats, TokenText, count_token, default_threads
+from .batching import generate_prompts
 
 
 def _torch():
@@ -144,9 +144,7 @@ class TorchBackend(Backend):
         if params.temperature > 0:
             generator = torch.Generator(device=self.model.device)
             generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**31))
-        stop = StopStringFilter(params.stop)
-        generated: list[int] = []
-        shown = ""
+        text = TokenText(self._decode, params.stop)
         past = None
         with torch.inference_mode():
             step_input = ids
@@ -158,24 +156,15 @@ class TorchBackend(Backend):
                 if token in self.stop_ids:
                     stats.finish_reason = "stop"
                     break
-                stats.tokens += 1
-                if params.logprobs:
-                    stats.logprob_sum += float(torch.log_softmax(logits, -1)[token])
-                if stats.first_token_at is None:
-                    stats.first_token_at = time.perf_counter()
-                generated.append(token)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    piece = stop.feed(text[len(shown):])
-                    shown = text
-                    if piece:
-                        yield piece
-                    if stop.stopped:
-                        stats.finish_reason = "stop"
-                        break
+                count_token(stats, params, lambda: float(torch.log_softmax(logits, -1)[token]))
+                piece = text.add(token)
+                if piece:
+                    yield piece
+                if text.stopped:
+                    stats.finish_reason = "stop"
+                    break
                 step_input = torch.tensor([[token]], device=self.model.device)
-        tail = self.tokenizer.decode(generated, skip_special_tokens=True)[len(shown):] if not stop.stopped else ""
-        rest = stop.feed(tail) + stop.flush()
+        rest = text.finish()
         if rest:
             yield rest
 
@@ -190,16 +179,14 @@ class TorchBackend(Backend):
                              past_key_values=past, use_cache=True)
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
     def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
         """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
-        items = []
-        for prompt, p in zip(prompts, params):
-            ids = self.tokenizer(prompt).input_ids
-            items.append(BatchItem(ids, p, min(p.max_new_tokens, self.context_length - len(ids))))
-        decode = lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True)  # noqa: E731
         with self._lock:
-            generate_batch(self, items, self.pad_id, self.stop_ids, decode)
-        return [(item.text, item.stats) for item in items]
+            return generate_prompts(self, [self.tokenizer(p).input_ids for p in prompts], params, self.context_length,
+                                    self.pad_id, self.stop_ids, self._decode)
 
     def close(self) -> None:
         """Drop the model."""

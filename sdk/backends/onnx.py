@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..bundle import Bundle
-from ..errors import BackendError, ModelFileError, UserError
-from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
-from .batching import BatchItem, generate_batch
+from ..errors import ModelFileError, UserError
+from .base import Backend, GenerationParams, GenerationStats, TokenText, count_token, default_threads
+from .batching import generate_prompts
 from .sampling import pick_token, token_logprob
 
 _NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "float32"}
@@ -156,18 +156,16 @@ class OnnxBackend(Backend):
                                            np.arange(position, total, dtype=np.int64)[None, :], past)
         return logits[0], new_past
 
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
     def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
         """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
         if self.max_batch_size < 2:
             return super().generate_many(prompts, params)
-        items = []
-        for prompt, p in zip(prompts, params):
-            ids = self.encode(prompt)
-            items.append(BatchItem(ids, p, min(p.max_new_tokens, self.context_length - len(ids))))
-        decode = lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True)  # noqa: E731
         with self._lock:
-            generate_batch(self, items, self.pad_id, self.stop_ids, decode)
-        return [(item.text, item.stats) for item in items]
+            return generate_prompts(self, [self.encode(p) for p in prompts], params, self.context_length,
+                                    self.pad_id, self.stop_ids, self._decode)
 
     def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
         """Generate after ``prompt``; calls from several threads take turns."""
@@ -185,9 +183,7 @@ class OnnxBackend(Backend):
         rng = None
         if params.temperature > 0:
             rng = np.random.default_rng(params.seed if params.seed is not None else time.time_ns() % 2**31)
-        stop = StopStringFilter(params.stop)
-        generated: list[int] = []
-        shown = ""
+        text = TokenText(self._decode, params.stop)
         logits, past = self.step(ids, self.empty_past(), 0)
         position = len(ids)
         while True:
@@ -195,27 +191,18 @@ class OnnxBackend(Backend):
             if token in self.stop_ids:
                 stats.finish_reason = "stop"
                 break
-            stats.tokens += 1
-            if params.logprobs:
-                stats.logprob_sum += token_logprob(logits, token)
-            if stats.first_token_at is None:
-                stats.first_token_at = time.perf_counter()
-            generated.append(token)
-            text = self.tokenizer.decode(generated, skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                piece = stop.feed(text[len(shown):])
-                shown = text
-                if piece:
-                    yield piece
-                if stop.stopped:
-                    stats.finish_reason = "stop"
-                    break
+            count_token(stats, params, lambda: token_logprob(logits, token))
+            piece = text.add(token)
+            if piece:
+                yield piece
+            if text.stopped:
+                stats.finish_reason = "stop"
+                break
             if stats.tokens >= budget:
                 break
             logits, past = self.step([token], past, position)
             position += 1
-        tail = self.tokenizer.decode(generated, skip_special_tokens=True)[len(shown):] if not stop.stopped else ""
-        rest = stop.feed(tail) + stop.flush()
+        rest = text.finish()
         if rest:
             yield rest
 

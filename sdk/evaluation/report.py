@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..atomic import atomic_write_text
+from ..charts import pyplot, save_figure
 from ..metrics import MetricValue
 from .runner import EvalRun
 from .summary import QUALITY_METRICS, SPEED_METRICS
@@ -78,12 +79,8 @@ def write_outputs(runs: Sequence[EvalRun], out_dir: str | Path) -> dict[str, Pat
 
 def write_chart(runs: Sequence[EvalRun], path: Path) -> Path | None:
     """A grouped bar chart of the rate metrics, one bar per run; None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     keys = [k for k in CHART_METRICS if any(_value(r.summary, k).value is not None for r in runs)]
     width = 0.8 / max(len(runs), 1)
@@ -102,8 +99,4 @@ def write_chart(runs: Sequence[EvalRun], path: Path) -> Path | None:
     ax.set_title(f"rationalize eval: {Path(str(runs[0].summary['data'])).name}" if runs else "rationalize eval")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
