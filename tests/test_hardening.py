@@ -128,3 +128,17 @@ def test_huge_question_and_binary_stdin_are_refused(exports):
     model = str(exports / "gguf-q8_0")
     _one_line_exit_2(_cli("ask", "x" * 100_000, "--model", model), "100000 characters", "at most 4000")
     _one_line_exit_2(_cli("ask", "-", "--model", model, input=b"\xff\xfe question"), "stdin is not UTF-8")
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path):
+    import os
+    import stat
+
+    from rationalizer.atomic import atomic_write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.txt"
+    atomic_write_text(atomic, "x")
+    assert stat.S_IMODE(os.stat(atomic).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
