@@ -211,13 +211,13 @@ def _gguf_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
 def _gguf_lora(run: _Run) -> ExportResult:
     """The LoRA adapter alone as GGUF, over the embedded default's GGUF or a base GGUF written beside it."""
     source = run.source
-    if source.adapter_dir is None or source.base_dir is None:
+    if source.adapter_dir is None:
         raise UserError(f"{source.bundle.folder}: has no LoRA adapter to export as GGUF (export 'lora' needs a PEFT bundle)")
     started = time.perf_counter()
     label = "gguf-lora"
     run.progress(f"{label}: converting the adapter")
     temp = temp_folder(run.out, label)
-    adapter = write_lora_gguf(source.adapter_dir, source.base_dir, temp / "adapter.gguf", run.manifest.name)
+    adapter = write_lora_gguf(source.adapter_dir, source.hf_dir, temp / "adapter.gguf", run.manifest.name)
     if run.manifest.base_model == "default":
         base_entry = Bundle.load().files("gguf")[0]
         base_path = Bundle.load().path_of(base_entry)
@@ -226,10 +226,10 @@ def _gguf_lora(run: _Run) -> ExportResult:
         kind = run.config.lora_base
         base_path = temp / f"base-{kind}.gguf"
         if kind in FLOAT_TYPES:
-            write_model_gguf(source.base_dir, base_path, kind, f"{run.manifest.name}-base")
+            write_model_gguf(source.base(), base_path, kind, f"{run.manifest.name}-base")
         else:
             f32 = run.work / "base-f32.gguf"
-            write_model_gguf(source.base_dir, f32, "f32", f"{run.manifest.name}-base")
+            write_model_gguf(source.base(), f32, "f32", f"{run.manifest.name}-base")
             with native_output_silenced(run.quiet):
                 quantize_gguf(f32, base_path, kind, run.config.threads)
         base_files = [weight_entry(temp, base_path, "model", kind)]

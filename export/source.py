@@ -25,8 +25,17 @@ class ExportSource:
     hf_dir: Path
     """Full weights (safetensors, config, tokenizer): the bundle's ``hf`` files or the merged adapter."""
     adapter_dir: Path | None = None
+    """The LoRA adapter when the bundle has one (also when it carries merged weights beside it)."""
     base_dir: Path | None = None
     merge_check: MergeCheck | None = None
+    base_resolver: BaseResolver | None = None
+
+    def base(self) -> Path:
+        """The adapter's base checkpoint, resolved on first use (only a ``lora`` export needs its weights)."""
+        if self.base_dir is None:
+            resolve = self.base_resolver or base_model_path
+            self.base_dir = Path(resolve(self.bundle.manifest.base_model))
+        return self.base_dir
 
 
 def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | None = None,
@@ -36,7 +45,11 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
     formats = bundle.formats()
     if "hf" in formats:
         bundle.verify("hf")
-        return ExportSource(bundle, bundle.main_file("hf").parent)
+        adapter = None
+        if "peft" in formats:  # a trainer bundle written with merge=True carries both
+            bundle.verify("peft")
+            adapter = bundle.main_file("peft").parent
+        return ExportSource(bundle, bundle.main_file("hf").parent, adapter, base_resolver=resolve)
     if "peft" in formats:
         bundle.verify("peft")
         adapter = bundle.main_file("peft").parent
@@ -45,7 +58,7 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
         merged = work / "merged"
         check = merge_adapter(base, adapter, merged)
         progress(f"merged: max |logit difference| against the unmerged model {check.max_abs_logit_diff:.2e}")
-        return ExportSource(bundle, merged, adapter, base, check)
+        return ExportSource(bundle, merged, adapter, base, check, resolve)
     if bundle.folder == DEFAULT_BUNDLE_DIR.resolve():
         return ExportSource(bundle, Path(resolve("default")))
     raise UserError(f"{bundle.folder}: has only {', '.join(formats)} weights; export needs the HF or PEFT bundle "

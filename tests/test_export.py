@@ -133,7 +133,13 @@ def test_adapter_merge_matches_the_unmerged_model(peft_bundle, tiny_bundle, tmp_
     assert not list((tmp_path / "merged").glob("adapter_*"))
 
 
-def test_lora_gguf_over_a_base_gguf_matches_the_merged_model(peft_bundle, tmp_path):
+@pytest.mark.parametrize("with_merged_weights", [False, True])
+def test_lora_gguf_over_a_base_gguf_matches_the_merged_model(peft_bundle, tiny_bundle, tmp_path, with_merged_weights):
+    if with_merged_weights:  # the trainer's merge=True bundle: hf and peft side by side
+        from tiny_peft import write_peft_bundle
+
+        peft_bundle = write_peft_bundle(tmp_path / "merged-bundle", tiny_bundle / "hf", merge=True)
+        assert Bundle.load(peft_bundle).formats() == ["hf", "peft"]
     config = ExportConfig(str(peft_bundle), str(tmp_path / "out"), ["lora", "q8_0"], [], lora_base="f32", threads=1)
     outcome = run_export(config, progress=lambda _m: None)
     lora = next(r for r in outcome.results if r.label == "gguf-lora")

@@ -28,7 +28,8 @@ def build_tiny_qwen2(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1, base_name: str | None = None) -> Path:
+def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1, base_name: str | None = None,
+                      merge: bool = False) -> Path:
     """A PEFT bundle whose adapter (random A and B, so it changes the output) sits on ``base_dir``;
     ``base_name`` is what the manifest calls the base (``default`` for the embedded model)."""
     import torch
@@ -50,5 +51,5 @@ def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1, base_name: str |
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     control = ControlScheme(rewards=[RewardLevels("consistency", 3)], default={"consistency": 3})
     write_bundle(out, peft_model, tokenizer, "tiny-lora", base_name or str(base_dir), PromptTemplate(), control=control,
-                 max_new_tokens=16)
+                 max_new_tokens=16, merge=merge)
     return out
