@@ -36,13 +36,15 @@ class GgufVocab:
     """Everything the writer adds about the tokenizer."""
 
     model: str
-    """llama.cpp's tokenizer model name (``gpt2``: byte-level BPE)."""
+    """llama.cpp's tokenizer model name: ``gpt2`` (byte-level BPE) or ``llama`` (SentencePiece-style)."""
     tokens: list[bytes]
     scores: list[float]
     types: list[int]
     special: Any
     """A ``gguf.SpecialVocab``: merges, special token ids, add-BOS/EOS flags, chat template."""
     pre: str = "default"
+    add_space_prefix: bool = False
+    """SentencePiece-style only: prepend a space (``▁``) to the input, as the HF normalizer does."""
 
     def add_to(self, writer) -> None:
         """Write the tokenizer keys into a ``GGUFWriter``."""
@@ -51,6 +53,8 @@ class GgufVocab:
         writer.add_token_list(self.tokens)
         writer.add_token_scores(self.scores)
         writer.add_token_types(self.types)
+        if self.model == "llama":
+            writer.add_add_space_prefix(self.add_space_prefix)
         self.special.add_to_gguf(writer, quiet=True)
 
 
@@ -66,15 +70,16 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> GgufVocab:
     model = data.get("model", {})
     if model.get("type") != "BPE":
         raise UserError(f"{path}: tokenizer type {model.get('type')!r} is not supported (BPE tokenizers only)")
-    if not _byte_level(data):
-        # SentencePiece-style BPE (TinyLlama, Llama 2): gguf-py's LlamaHfVocab gives every token a
-        # placeholder score, and llama.cpp's SPM tokenizer merges by score, so it would read input
-        # differently from the model's own tokenizer.
-        raise UserError(f"{path}: only byte-level BPE tokenizers can be written to GGUF here "
-                        "(SentencePiece-style tokenizers such as TinyLlama's are not supported yet)")
-    special = gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=n_vocab)
+    byte_level = _byte_level(data)
+    if not byte_level and not model.get("byte_fallback"):
+        raise UserError(f"{path}: neither byte-level BPE nor SentencePiece-style BPE with byte fallback; "
+                        "llama.cpp could not read every input the way this tokenizer does")
+    special = gguf.SpecialVocab(hf_dir, load_merges=byte_level, n_vocab=n_vocab)
     special.add_special_token["bos"] = _adds_bos(hf_dir)
     special.add_special_token.setdefault("eos", False)
+    if not byte_level:
+        result = _sentencepiece_vocab(data, special)
+        return _pad(result, n_vocab, path)
     by_id: dict[int, tuple[str, int]] = {i: (t, int(gguf.TokenType.NORMAL)) for t, i in model["vocab"].items()}
     for added in data.get("added_tokens", []):
         kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
@@ -82,7 +87,50 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> GgufVocab:
     size = max(by_id) + 1
     tokens = [by_id[i][0].encode("utf-8") if i in by_id else f"[PAD{i}]".encode() for i in range(size)]
     types = [by_id[i][1] if i in by_id else int(gguf.TokenType.UNUSED) for i in range(size)]
-    result = GgufVocab("gpt2", tokens, [0.0] * size, types, special)
+    return _pad(GgufVocab("gpt2", tokens, [0.0] * size, types, special), n_vocab, path)
+
+
+def _sentencepiece_vocab(data: dict, special) -> GgufVocab:
+    """SentencePiece-style BPE (TinyLlama, Llama 2) as llama.cpp's ``llama`` tokenizer.
+
+    llama.cpp merges the adjacent pair whose joined token scores highest, where HF
+    applies merges by rank; giving each token minus its id as score makes the two
+    agree because BPE trainers number merged tokens in merge order. (gguf-py's
+    ``LlamaHfVocab`` writes one placeholder score for all, which changes the input.)
+    The probe-text check after writing confirms the tokenizations match.
+    """
+    import gguf
+
+    added = {a["id"]: a for a in data.get("added_tokens", [])}
+    by_id = {i: t for t, i in data["model"]["vocab"].items()}
+    for i, a in added.items():
+        by_id[i] = a["content"]
+    unk = data["model"].get("unk_token")
+    tokens, scores, types = [], [], []
+    for i in range(max(by_id) + 1):
+        text = by_id.get(i, f"[PAD{i}]")
+        if i not in by_id:
+            kind = gguf.TokenType.UNUSED
+        elif text == unk:
+            kind = gguf.TokenType.UNKNOWN
+        elif len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+            kind = gguf.TokenType.BYTE
+        elif i in added:
+            kind = gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED
+        else:
+            kind = gguf.TokenType.NORMAL
+        tokens.append(text.encode("utf-8"))
+        scores.append(-float(i) if kind == gguf.TokenType.NORMAL else 0.0)
+        types.append(int(kind))
+    normalizers = (data.get("normalizer") or {}).get("normalizers") or [data.get("normalizer") or {}]
+    prefix = any(n.get("type") == "Prepend" for n in normalizers)
+    return GgufVocab("llama", tokens, scores, types, special, add_space_prefix=prefix)
+
+
+def _pad(result: GgufVocab, n_vocab: int, path: Path) -> GgufVocab:
+    """Check the token count against the model's embeddings and fill the rows past the tokenizer."""
+    import gguf
+
     if len(result.tokens) > n_vocab:
         raise UserError(f"{path}: the tokenizer has {len(result.tokens)} tokens but the model only {n_vocab} embeddings")
     for i in range(len(result.tokens), n_vocab):  # embedding rows past the tokenizer (padding to a multiple)
@@ -139,9 +187,11 @@ def detect_pre_tokenizer(hf_dir: Path, vocab: GgufVocab, write_metadata: Callabl
     """The first llama.cpp pre-tokenizer name whose tokenization of the probe texts equals HF's."""
     import gguf
 
+    # llama.cpp's SentencePiece tokenizer takes no pre-tokenizer: only check that it reads like HF
+    candidates = ("default",) if vocab.model == "llama" else PRE_TOKENIZER_CANDIDATES
     expected = hf_token_ids(hf_dir, PROBE_TEXTS)
     with tempfile.TemporaryDirectory(prefix="rationalizer-vocab-") as tmp:
-        for name in PRE_TOKENIZER_CANDIDATES:
+        for name in candidates:
             vocab.pre = name
             path = Path(tmp) / f"{name}.gguf"
             writer = gguf.GGUFWriter(path, arch)
@@ -156,5 +206,5 @@ def detect_pre_tokenizer(hf_dir: Path, vocab: GgufVocab, write_metadata: Callabl
                     return name
             except (ValueError, RuntimeError):
                 continue
-    raise UserError(f"{hf_dir}: no llama.cpp pre-tokenizer ({', '.join(PRE_TOKENIZER_CANDIDATES)}) "
-                    "tokenizes like this tokenizer; GGUF export would change the model's input")
+    raise UserError(f"{hf_dir}: llama.cpp does not tokenize like this tokenizer (tried pre-tokenizers "
+                    f"{', '.join(candidates)}); GGUF export would change the model's input")

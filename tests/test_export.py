@@ -290,17 +290,36 @@ def test_lora_gguf_rides_on_the_shipped_default_gguf(default_base, tmp_path):
         assert model.rationalize("Can a penguin fly?", max_new_tokens=8).tokens_generated > 0
 
 
-def test_sentencepiece_style_tokenizers_are_refused_not_exported_wrong(tiny_bundle, tmp_path):
+def test_sentencepiece_style_llama_converts_and_tokenizes_like_hf(tmp_path):
+    """TinyLlama/Llama 2 layout: llama.cpp's SentencePiece tokenizer must read every probe text (emoji and
+    CJK through byte fallback) exactly as the HF tokenizer does."""
+    from tiny_peft import build_tiny_sentencepiece_llama
+
+    import gguf
+    from rationalizer.export.gguf_convert import write_model_gguf
+    from rationalizer.export.gguf_vocab import PROBE_TEXTS
+    from rationalizer.export.verify import check_gguf, hf_reference
+
+    hf = build_tiny_sentencepiece_llama(tmp_path / "spm")
+    write_model_gguf(hf, tmp_path / "spm.gguf", "f32")
+    prompts = ["Can a penguin fly?", "Is the sun a star?\n\nYes, it is.", *PROBE_TEXTS]
+    check = check_gguf(hf_reference(hf, prompts), prompts, tmp_path / "spm.gguf")
+    assert check.tokens_identical and check.top1_agreement == 1.0 and check.max_abs_logprob_diff < 1e-3
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(tmp_path / "spm.gguf").fields.items()
+              if k in ("tokenizer.ggml.model", "tokenizer.ggml.add_space_prefix")}
+    assert fields == {"tokenizer.ggml.model": "llama", "tokenizer.ggml.add_space_prefix": True}
+
+
+def test_a_tokenizer_llama_cpp_cannot_mirror_is_refused(tiny_bundle, tmp_path):
     import shutil
 
     from rationalizer.export.gguf_convert import write_model_gguf
 
-    hf = tmp_path / "spm"
+    hf = tmp_path / "odd"
     shutil.copytree(tiny_bundle / "hf", hf)
     data = json.loads((hf / "tokenizer.json").read_text())
-    data["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
-    data["model"]["byte_fallback"] = True
+    data["pre_tokenizer"] = {"type": "Whitespace"}  # neither byte-level nor byte fallback
     (hf / "tokenizer.json").write_text(json.dumps(data))
-    with pytest.raises(UserError, match="only byte-level BPE tokenizers"):
-        write_model_gguf(hf, tmp_path / "spm.gguf", "f32")
-    assert not (tmp_path / "spm.gguf").exists()
+    with pytest.raises(UserError, match="neither byte-level BPE nor SentencePiece-style"):
+        write_model_gguf(hf, tmp_path / "odd.gguf", "f32")
+    assert not (tmp_path / "odd.gguf").exists()

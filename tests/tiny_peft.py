@@ -53,3 +53,31 @@ def write_peft_bundle(out: Path, base_dir: Path, seed: int = 1, base_name: str |
     write_bundle(out, peft_model, tokenizer, "tiny-lora", base_name or str(base_dir), PromptTemplate(), control=control,
                  max_new_tokens=16, merge=merge)
     return out
+
+
+def build_tiny_sentencepiece_llama(folder: Path, seed: int = 0) -> Path:
+    """A tiny random Llama with a SentencePiece-style tokenizer (TinyLlama/Llama 2 layout: ``▁`` for
+    spaces, byte-fallback tokens <0x00>..<0xFF>, BOS added), trained here on the tiny corpus."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tiny_model import CORPUS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(CORPUS * 3, trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                            show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
