@@ -1,9 +1,11 @@
 """The tokenizer part of a GGUF file: tokens, their types, merges, special ids, pre-tokenizer, chat template.
 
 gguf-py supplies ``SpecialVocab`` (merges, special ids, add-BOS/EOS flags, chat
-template). The GPT-2-style token list is built here because ``BpeVocab`` marks special tokens
-that sit inside the base vocabulary (SmolLM2's ``<|im_start|>`` is id 1) as
-normal text, and llama.cpp would then never parse them as one token.
+template). Token lists are built here: for GPT-2-style BPE because ``BpeVocab``
+marks special tokens that sit inside the base vocabulary (SmolLM2's
+``<|im_start|>`` is id 1) as normal text, so llama.cpp would never parse them as
+one token; for SentencePiece-style BPE because ``LlamaHfVocab`` gives no real
+scores (see :func:`_sentencepiece_vocab`).
 
 llama.cpp splits text before BPE with a pre-tokenizer it knows by name. Rather
 than recognizing tokenizers by a table of hashes, :func:`detect_pre_tokenizer`
