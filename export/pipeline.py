@@ -73,7 +73,6 @@ class _Run:
         self.progress = progress
         self.prompts = check_prompts(self.manifest)
         self.reference: Reference | None = None
-        self.quiet = True
 
     def info(self, fmt: str, quantization: str, check: Check, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         manifest_file = self.source.bundle.folder / MANIFEST_NAME
@@ -82,7 +81,8 @@ class _Run:
             "source_manifest_sha256": sha256_file(manifest_file) if manifest_file.exists() else None,
             "format": fmt, "quantization": quantization, "check": check.to_dict(),
             "exported_by": f"rationalizer {__version__}", "libraries": _versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(extra or {}),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "merge_check": asdict(self.source.merge_check) if self.source.merge_check else None, **(extra or {}),
         }
 
     def finish(self, label: str, temp: Path, fmt: str, quantization: str, files: list[WeightFile], check: Check,
@@ -200,7 +200,7 @@ def _gguf_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
         elif kind in FLOAT_TYPES:
             write_model_gguf(run.source.hf_dir, target, kind, run.manifest.name)
         else:
-            with native_output_silenced(run.quiet):
+            with native_output_silenced():
                 quantize_gguf(f32, target, kind, run.config.threads)
         check = check_gguf(run.reference, run.prompts, target)
         files = [weight_entry(temp, target, "model", kind)]
@@ -230,7 +230,7 @@ def _gguf_lora(run: _Run) -> ExportResult:
         else:
             f32 = run.work / "base-f32.gguf"
             write_model_gguf(source.base(), f32, "f32", f"{run.manifest.name}-base")
-            with native_output_silenced(run.quiet):
+            with native_output_silenced():
                 quantize_gguf(f32, base_path, kind, run.config.threads)
         base_files = [weight_entry(temp, base_path, "model", kind)]
     check = check_gguf(run.reference, run.prompts, base_path, adapter)
@@ -248,12 +248,12 @@ def _onnx_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
         started = time.perf_counter()
         if not fp32_dir.exists():
             run.progress("ONNX: exporting with optimum (decoder with KV cache)")
-            with native_output_silenced(run.quiet):
+            with native_output_silenced():
                 export_onnx_fp32(run.source.hf_dir, fp32_dir)
         label = f"onnx-{kind}"
         run.progress(f"{label}: writing")
         temp = temp_folder(run.out, label)
-        with native_output_silenced(run.quiet):
+        with native_output_silenced():
             quantize_onnx(fp32_dir, temp, kind)
         files = [weight_entry(temp, p, _onnx_role(p), kind) for p in sorted(temp.iterdir())]
         files.sort(key=lambda wf: wf.role != "model")

@@ -9,15 +9,12 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def native_output_silenced(enabled: bool = True) -> Iterator[None]:
+def native_output_silenced() -> Iterator[None]:
     """Send what C code and Python print to stdout/stderr inside the block to /dev/null.
 
     Python-level redirection does not reach C's ``fprintf``; the file
     descriptors themselves are swapped and restored afterwards, even on error.
     """
-    if not enabled:
-        yield
-        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]

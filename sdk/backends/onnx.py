@@ -21,7 +21,7 @@ from .base import Backend, GenerationParams, GenerationStats, TokenText, count_t
 from .batching import generate_prompts
 from .sampling import pick_token, token_logprob
 
-_NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "float32"}
+_NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
 def _imports():
