@@ -77,6 +77,7 @@ def sft_command(config_path: str | None, train: tuple[str, ...], resume: bool, *
 @click.option("--beta", type=click.FloatRange(0))
 @click.option("--gamma", type=click.FloatRange(0))
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024))
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--seed", type=int)
 @click.option("--resume", is_flag=True, help="Continue after the last finished round / checkpoint.")

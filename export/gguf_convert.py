@@ -162,9 +162,14 @@ def write_model_gguf(hf_dir: Path, out: Path, out_type: str = "f32", name: str =
     return out
 
 
-def write_lora_gguf(adapter_dir: Path, base_config_dir: Path, out: Path, name: str = "adapter") -> Path:
-    """Convert a PEFT LoRA adapter to a GGUF LoRA adapter that llama.cpp applies over the base GGUF."""
+def write_lora_gguf(adapter_dir: Path, base_config_dir: Path, out: Path, name: str = "adapter",
+                    dtype: str = "f32") -> Path:
+    """Convert a PEFT LoRA adapter to a GGUF LoRA adapter that llama.cpp applies over the base GGUF;
+    ``dtype`` 'f16' halves the file (the A/B matrices are small and well inside f16's range)."""
     import gguf
+
+    if dtype not in ("f32", "f16"):
+        raise UserError(f"LoRA adapter dtype {dtype!r}: use f32 or f16")
 
     try:
         settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
@@ -201,7 +206,7 @@ def write_lora_gguf(adapter_dir: Path, base_config_dir: Path, out: Path, name: s
                 data = unpermute_rows(data, shape.n_heads)
             elif part == "lora_B" and shape.arch == "LLAMA" and module.endswith("k_proj"):
                 data = unpermute_rows(data, shape.n_kv_heads)
-            writer.add_tensor(f"{target}.{part.lower()}", data.astype(np.float32))
+            writer.add_tensor(f"{target}.{part.lower()}", data.astype(np.float16 if dtype == "f16" else np.float32))
             count += 1
             break
         else:

@@ -43,7 +43,9 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str
 
     if not (adapter_dir / "adapter_model.safetensors").exists():
         raise UserError(f"{adapter_dir}: no adapter_model.safetensors (pickle adapter weights are refused)")
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
+    from rationalizer.backends.hf import tokenizer_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter_dir, str(base_dir)), local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, dtype=torch.float32,
                                                 local_files_only=True)
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).eval()

@@ -219,8 +219,9 @@ def _gguf_lora(run: _Run) -> ExportResult:
     temp = temp_folder(run.out, label)
     adapter = write_lora_gguf(source.adapter_dir, source.hf_dir, temp / "adapter.gguf", run.manifest.name)
     if run.manifest.base_model == "default":
-        base_entry = Bundle.load().files("gguf")[0]
-        base_path = Bundle.load().path_of(base_entry)
+        embedded = Bundle.load("base")
+        base_entry = embedded.files("gguf")[0]
+        base_path = embedded.path_of(base_entry)
         base_files = [base_entry]
     else:
         kind = run.config.lora_base

@@ -8,7 +8,7 @@ from typing import Callable
 
 from rationalizer import Bundle
 from rationalizer.backends.hf import base_model_path
-from rationalizer.bundle import DEFAULT_BUNDLE_DIR
+from rationalizer.bundle import BASE_BUNDLE_DIR
 from rationalizer.errors import UserError
 
 from .merge import MergeCheck, merge_adapter
@@ -59,7 +59,7 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
         check = merge_adapter(base, adapter, merged)
         progress(f"merged: max |logit difference| against the unmerged model {check.max_abs_logit_diff:.2e}")
         return ExportSource(bundle, merged, adapter, base, check, resolve)
-    if bundle.folder == DEFAULT_BUNDLE_DIR.resolve():
+    if bundle.folder == BASE_BUNDLE_DIR.resolve():
         return ExportSource(bundle, Path(resolve("default")))
     raise UserError(f"{bundle.folder}: has only {', '.join(formats)} weights; export needs the HF or PEFT bundle "
                     "the trainer wrote")

@@ -11,6 +11,10 @@ from .integrity import VerifyMode, verify_file
 from .manifest import MANIFEST_NAME, Manifest, WeightFile
 
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "default_bundle"
+BASE_BUNDLE_DIR = Path(__file__).resolve().parent / "base_bundle"
+EMBEDDED = {"default": DEFAULT_BUNDLE_DIR, "base": BASE_BUNDLE_DIR}
+"""Bundles shipped inside the package: the distilled default, and the undistilled base it is applied over
+(also the default judge). A folder of the same name in the working directory takes precedence."""
 
 
 @dataclass
@@ -22,11 +26,13 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Bundle":
-        """Open the bundle at ``path`` (a folder or its ``rationalizer.json``); None: the embedded default.
-        """
+        """Open the bundle at ``path`` (a folder or its ``rationalizer.json``); None or 'default': the
+        embedded distilled default; 'base': the embedded undistilled base model."""
         if path is None:
-            return cls(DEFAULT_BUNDLE_DIR, Manifest.load(DEFAULT_BUNDLE_DIR))
+            path = "default"
         p = Path(path).expanduser()
+        if isinstance(path, str) and path in EMBEDDED and not p.exists():
+            return cls(EMBEDDED[path], Manifest.load(EMBEDDED[path]))
         if p.is_file() and p.name == MANIFEST_NAME:
             p = p.parent
         if not p.exists():

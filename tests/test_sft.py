@@ -170,3 +170,21 @@ def test_default_base_is_rebuilt_from_the_gguf_and_checked():
     check = check_against_gguf(path, Bundle.load().main_file("gguf"))
     assert check.top1_agreement == 1.0 and check.max_abs_logprob_diff < 0.5
     assert build_default_base(progress=lambda m: None) == path  # cached
+
+
+def test_per_file_limits_and_one_rationale_per_question(tmp_path):
+    from rationalizer.errors import UserError
+    from rationalizer.training.sft import read_training_files
+
+    many = [{"id": f"{q}-{k}", "question": f"Q{q}?", "choices": ["yes", "no"], "answer": "yes",
+             "rationale": f"r{k}", "source": "t", "teacher_correct": k != 1} for q in range(4) for k in range(3)]
+    other = [{"id": f"o{q}", "question": f"O{q}?", "choices": None, "answer": "a", "rationale": "r", "source": "t"}
+             for q in range(5)]
+    a, b = write_jsonl(tmp_path / "a.jsonl", many), write_jsonl(tmp_path / "b.jsonl", other)
+    rows = read_training_files([str(a), str(b)], None, limits=[3, 0], max_per_question=1)
+    assert [r.id for r in rows] == ["0-0", "1-0", "2-0", "o0", "o1", "o2", "o3", "o4"]
+    # the limit counts usable rows: the teacher-incorrect "k=1" rows are gone before it applies
+    rows = read_training_files([str(a)], 4, max_per_question=2)
+    assert [r.id for r in rows] == ["0-0", "0-2", "1-0", "1-2"]
+    with pytest.raises(UserError, match="2 training files"):
+        read_training_files([str(a), str(b)], None, limits=[1])

@@ -35,7 +35,12 @@ class SFTConfig:
     dev: str | None = None
     """Dev file for evaluation every ``eval_every`` steps."""
     train_limit: int | None = None
-    """Use the first N rows of each training file."""
+    """Use the first N usable rows of each training file."""
+    train_limits: list[int] | None = None
+    """Per-file limits, in the order of ``train`` (0: no limit); overrides ``train_limit`` where given."""
+    max_per_question: int | None = None
+    """Keep at most this many rows per question and file (files with several teacher rationales per
+    question then cover more questions within a limit)."""
     drop_teacher_incorrect: bool = True
     """Skip rows marked ``teacher_correct: false`` (rationales that argue for a wrong answer)."""
     objective: str = "iro"

@@ -12,6 +12,7 @@ edges, code text, best levels) that ``Rationalizer.rationalize(quality=...)`` of
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,23 +28,23 @@ from .binning import quantile_edges, rank_levels
 from .config import MarioConfig, save_config
 from .items import IGNORE, build_items
 from .rewards import Reward, Sample, build_rewards
-from .sft import Student, read_training_files
+from .sft import Student, training_examples
 
 CORRECT = "correct"
 
 
-def load_policy(sft_bundle: str, device: str = "cpu") -> tuple[Student, Any]:
+def load_policy(sft_bundle: str) -> tuple[Student, Any]:
     """(trainable policy initialised from the SFT adapter, frozen merged reference)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rationalizer.backends.hf import base_model_path
+    from rationalizer.backends.hf import base_model_path, tokenizer_folder
 
     bundle = Bundle.load(sft_bundle)
     adapter = bundle.main_file("peft").parent
     base = base_model_path(bundle.manifest.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter, base))
     policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
                                                                            dtype=torch.float32), adapter,
                                        is_trainable=True)
@@ -135,9 +136,13 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     save_config(config, out / "train_config.json")
     set_seed(config.seed)
     student, reference = load_policy(config.sft)
+    precision = "bf16" if config.precision == "bf16" else "no"
+    device = Accelerator(cpu=config.device == "cpu").device
+    student.model.to(device)  # sampling runs before the first prepare(); the reference never goes through it
+    reference.to(device)
     rewards = build_rewards(config.rewards, config.judge, config.length_target)
-    examples = [e for e in read_training_files(config.train, config.train_limit, config.drop_teacher_incorrect)
-                if e.kind == "factual"]
+    examples = [e for e in training_examples(config) if e.kind == "factual"]
+    random.Random(config.seed).shuffle(examples)  # each round's questions mix every training file
     pool = teacher_samples(examples)
     cache: dict[int, dict[str, float]] = {}
     log = out / "metrics.jsonl"
@@ -176,7 +181,11 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         return term
 
     for round_no in range(done_rounds + 1, config.rounds + 1):
-        asked = examples[: config.questions_per_round] if config.questions_per_round else examples
+        asked = examples
+        if config.questions_per_round and config.questions_per_round < len(examples):
+            # each round asks the next questions, wrapping around, so rounds see different ones
+            first = (round_no - 1) * config.questions_per_round
+            asked = [examples[(first + i) % len(examples)] for i in range(config.questions_per_round)]
         best_codes = render_codes(scheme, scheme.default) if scheme.rewards else ""
         fresh = sample_policy(student, asked, best_codes, config.samples_per_question, config, config.seed + round_no)
         pool.extend(fresh)
@@ -195,7 +204,8 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
         items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
         round_config = replace(config, max_steps=config.steps_per_round, out=str(out / f"round-{round_no}"))
-        accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+        accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=precision,
+                                  cpu=config.device == "cpu")
         run_training(accelerator, student, items, round_config, Path(round_config.out), resume, progress, None,
                      extra_loss=kl_entropy)
         offset = (round_no - 1) * config.steps_per_round

@@ -52,17 +52,39 @@ def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> 
                    config.base)
 
 
-def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorrect: bool = True) -> list[Example]:
-    """Rows of the training files (the first ``limit`` usable ones of each)."""
+def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorrect: bool = True,
+                        limits: list[int] | None = None, max_per_question: int | None = None) -> list[Example]:
+    """Rows of the training files: per file, the first ``limits[i]`` (else ``limit``) usable ones,
+    at most ``max_per_question`` of them for one question."""
+    from rationalizer.errors import UserError
+
     from .data import read_dataset
 
+    if limits is not None and len(limits) != len(paths):
+        raise UserError(f"train_limits has {len(limits)} entries for {len(paths)} training files")
     examples: list[Example] = []
-    for path in paths:
+    for i, path in enumerate(paths):
         rows, _ = read_dataset(path)
         if drop_teacher_incorrect:
             rows = [r for r in rows if r.extra.get("teacher_correct") is not False]
-        examples.extend(rows[:limit])
+        if max_per_question:
+            seen: dict[tuple[str, str | None], int] = {}
+            kept = []
+            for r in rows:
+                key = (r.question.strip().lower(), r.kind)
+                seen[key] = seen.get(key, 0) + 1
+                if seen[key] <= max_per_question:
+                    kept.append(r)
+            rows = kept
+        n = (limits[i] or None) if limits is not None else limit
+        examples.extend(rows[:n])
     return examples
+
+
+def training_examples(config: SFTConfig) -> list[Example]:
+    """The training rows a config selects."""
+    return read_training_files(config.train, config.train_limit, config.drop_teacher_incorrect,
+                               config.train_limits, config.max_per_question)
 
 
 def policy_rationalizer(student: Student, folder: Path, max_new_tokens: int, control=None):
@@ -117,7 +139,7 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
                               cpu=config.device == "cpu")
     set_seed(config.seed)
     student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
-    examples = read_training_files(config.train, config.train_limit, config.drop_teacher_incorrect)
+    examples = training_examples(config)
     items, stats = build_items(examples, student.tokenizer, student.template, config.objective,
                                config.multitask_alpha, config.counterfactual_alpha, config.max_length)
     if not items:

@@ -40,6 +40,12 @@ def base_model_path(spec: str) -> str:
     return str(path)
 
 
+def tokenizer_folder(adapter_dir: Path, base: str) -> str:
+    """Where a PEFT adapter's tokenizer lies: beside the adapter when saved there (the trainer does),
+    else the base model's (an adapter shipped without a copy of an unchanged tokenizer)."""
+    return str(adapter_dir) if (adapter_dir / "tokenizer_config.json").exists() else base
+
+
 def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: bool = True):
     """(model, tokenizer) from the bundle's ``hf`` files, or its ``peft`` adapter over the base model.
 
@@ -59,14 +65,15 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
     folder: Path = main.parent
     dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         if fmt == "hf":
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
         else:
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(base_model_path(bundle.manifest.base_model),
-                                                        use_safetensors=True, dtype=dtype)
+            base_path = base_model_path(bundle.manifest.base_model)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(folder, base_path), local_files_only=True)
+            base = AutoModelForCausalLM.from_pretrained(base_path, use_safetensors=True, dtype=dtype)
             model = PeftModel.from_pretrained(base, folder, is_trainable=False)
             if merge:
                 model = model.merge_and_unload()

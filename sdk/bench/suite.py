@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..backends import REGISTRY, backend_class
 from ..backends.base import default_threads
-from ..bundle import DEFAULT_BUNDLE_DIR, Bundle
+from ..bundle import BASE_BUNDLE_DIR, EMBEDDED, Bundle
 from ..errors import UserError
 from ..manifest import MANIFEST_NAME
 from ..paths import default_base_checkpoint
@@ -69,8 +69,8 @@ def find_bundles(paths: list[str]) -> list[str | None]:
     found: list[str | None] = []
     for raw in paths:
         path = Path(raw)
-        if raw == "default" and not path.exists():
-            found.append(None)
+        if raw in EMBEDDED and not path.exists():
+            found.append(None if raw == "default" else raw)
         elif (path / MANIFEST_NAME).exists():
             found.append(str(path))
         elif path.is_dir():
@@ -89,7 +89,7 @@ def _hf_source(bundle: Bundle) -> str | None:
     source = bundle.manifest.provenance.get("export", {}).get("source")
     if not source:
         return None
-    if Path(source).resolve() == DEFAULT_BUNDLE_DIR.resolve():
+    if Path(source).resolve() == BASE_BUNDLE_DIR.resolve():
         base = default_base_checkpoint()
         return str(base) if (base / "model.safetensors").exists() else None
     try:

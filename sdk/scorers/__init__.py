@@ -37,8 +37,9 @@ class Verifier(Protocol):
 
 
 def load_scorer(spec: str = "default", threads: int | None = None, device: str = "cpu") -> Scorer:
-    """Open ``default`` or a bundle folder as a scorer."""
-    bundle = Bundle.load(None if spec == "default" else spec)
+    """Open ``default`` (the embedded base model, undistilled, so it judges the student from outside) or a
+    bundle folder as a scorer."""
+    bundle = Bundle.load("base" if spec == "default" else spec)
     formats = bundle.formats()
     if "gguf" in formats:
         bundle.verify("gguf")

