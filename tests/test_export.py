@@ -152,6 +152,27 @@ def test_lora_gguf_over_a_base_gguf_matches_the_merged_model(peft_bundle, tiny_b
         model.rationalize("Can a penguin fly?", max_new_tokens=4)
 
 
+def test_f16_lora_gguf_is_half_the_size_and_gives_the_same_logits(peft_bundle, tiny_bundle, tmp_path):
+    from rationalizer.export.gguf_convert import write_lora_gguf, write_model_gguf
+    from rationalizer.export.merge import merge_adapter
+    from rationalizer.export.verify import check_gguf, hf_reference
+
+    base = write_model_gguf(tiny_bundle / "hf", tmp_path / "base.gguf", "f32")
+    sizes, checks = {}, {}
+    merged = tmp_path / "merged"
+    merge_adapter(tiny_bundle / "hf", peft_bundle / "adapter", merged)
+    prompts = ["Can a penguin fly?", "Is the sun a star?"]
+    reference = hf_reference(merged, prompts)
+    for dtype in ("f32", "f16"):
+        adapter = write_lora_gguf(peft_bundle / "adapter", tiny_bundle / "hf", tmp_path / f"{dtype}.gguf", dtype=dtype)
+        sizes[dtype] = adapter.stat().st_size
+        checks[dtype] = check_gguf(reference, prompts, base, adapter)
+    assert checks["f16"].top1_agreement == 1.0 and checks["f16"].max_abs_logprob_diff < 1e-2
+    assert sizes["f16"] < 0.7 * sizes["f32"]
+    with pytest.raises(UserError, match="f32 or f16"):
+        write_lora_gguf(peft_bundle / "adapter", tiny_bundle / "hf", tmp_path / "x.gguf", dtype="q8_0")
+
+
 def test_qwen2_converts_with_its_biases(tiny_bundle, tmp_path):
     from tiny_peft import build_tiny_qwen2
 

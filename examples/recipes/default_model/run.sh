@@ -3,12 +3,16 @@
 #   bash examples/recipes/default_model/run.sh
 # Every step resumes where a killed run stopped (trainer checkpoints; finished steps are skipped).
 # DEVICE=cuda trains on a GPU (the same configs; bf16 autocast is worth adding there: PRECISION=bf16).
-# EVAL_LIMIT_<SET> caps the test sets (see evaluate.sh); SHIP=1 writes the result into sdk/default_bundle.
+# The README's table evaluates the whole StrategyQA test set and the first 400 CommonsenseQA, 200 OpenBookQA
+# and 200 QASC test questions without the faithfulness checks (EVAL_LIMIT_<SET>= and EVAL_FLAGS= change that).
+# SHIP=1 writes the result into sdk/default_bundle.
 set -euo pipefail
 here=examples/recipes/default_model
 runs=${RUNS:-runs}
 flags=(--device "${DEVICE:-auto}")
 [ -n "${PRECISION:-}" ] && flags+=(--precision "$PRECISION")
+export EVAL_LIMIT_CQA=${EVAL_LIMIT_CQA-400} EVAL_LIMIT_OBQA=${EVAL_LIMIT_OBQA-200} EVAL_LIMIT_QASC=${EVAL_LIMIT_QASC-200}
+read -r -a eval_flags <<< "${EVAL_FLAGS---no-faithfulness}"
 
 [ -f "$runs/default-sft/rationalizer.json" ] || rationalize train sft --config "$here/sft.json" \
   --out "$runs/default-sft" "${flags[@]}" $([ -d "$runs/default-sft/checkpoints" ] && echo --resume)
@@ -16,10 +20,15 @@ flags=(--device "${DEVICE:-auto}")
   --sft "$runs/default-sft" --out "$runs/default-mario" "${flags[@]}" \
   $([ -f "$runs/default-mario/rounds.json" ] && echo --resume)
 
+# Each student is evaluated in the form it ships in: its adapter as a GGUF LoRA over the Q4_1 base, on llama.cpp
+for label in sft mario; do
+  [ -f "$runs/default-$label-gguf/rationalizer.json" ] || \
+    python "$here/ship.py" "$runs/default-$label" --target "$runs/default-$label-gguf"
+done
 mkdir -p "$runs/eval"
-for pair in base:base sft:"$runs/default-sft" mario:"$runs/default-mario"; do
+for pair in base:base sft:"$runs/default-sft-gguf" mario:"$runs/default-mario-gguf"; do
   label=${pair%%:*}; bundle=${pair#*:}
-  [ -s "$runs/eval/$label.qasc.json" ] || bash "$here/evaluate.sh" "$bundle" "$runs/eval/$label"
+  [ -s "$runs/eval/$label.qasc.json" ] || bash "$here/evaluate.sh" "$bundle" "$runs/eval/$label" "${eval_flags[@]}"
 done
 
 # GGUF fidelity of the student against itself unquantized (fp32 torch), and the adapter over the shipped Q4_1 base

@@ -53,7 +53,7 @@ def _f16_adapter(src: Path, dst: Path) -> None:
     save_file({k: v.astype(np.float16) for k, v in load_file(str(src)).items()}, str(dst))
 
 
-def ship(student: Path, evals: Path, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR) -> Manifest:
+def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR) -> Manifest:
     """Write the default bundle from the student bundle ``student`` (PEFT adapter over 'default')."""
     from rationalizer.backends.hf import base_model_path
     from rationalizer.export.gguf_convert import write_lora_gguf
@@ -63,6 +63,7 @@ def ship(student: Path, evals: Path, fidelity: Path | None, target: Path = DEFAU
         sys.exit(f"{student}: trained over {bundle.manifest.base_model}, not the embedded base")
     adapter_dir = bundle.main_file("peft").parent
     base = Bundle.load("base")
+    target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".ship-", dir=target.parent))
     (stage / "adapter").mkdir()
     write_lora_gguf(adapter_dir, Path(base_model_path("default")), stage / "adapter.gguf", "rationalizer-default", "f16")
@@ -89,11 +90,12 @@ def ship(student: Path, evals: Path, fidelity: Path | None, target: Path = DEFAU
         "sft_config": sft_config, "mario_config": trainer_config,
         "data": {"train": (sft_config or {}).get("train"), "train_limits": (sft_config or {}).get("train_limits"),
                  "mario_train": trainer_config.get("train"), "mario_train_limits": trainer_config.get("train_limits")},
-        "baselines": {label: eval_results(evals, label) for label in ("base", "sft")},
     }
+    if evals:
+        m.provenance["baselines"] = {label: eval_results(evals, label) for label in ("base", "sft")}
     if fidelity and fidelity.exists():
         m.provenance["quantization_fidelity"] = json.loads(fidelity.read_text())
-    m.eval_results = eval_results(evals, "mario")
+    m.eval_results = eval_results(evals, "mario") if evals else {}
     m.save(stage)
     old = target.with_name(target.name + ".old")
     if target.exists():
@@ -106,12 +108,15 @@ def ship(student: Path, evals: Path, fidelity: Path | None, target: Path = DEFAU
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("student", type=Path, help="The trained bundle (MaRio's output)")
-    parser.add_argument("--evals", type=Path, required=True, help="evaluate.sh outputs: base.*, sft.*, mario.*")
+    parser.add_argument("--evals", type=Path, help="evaluate.sh outputs: base.*, sft.*, mario.*")
     parser.add_argument("--fidelity", type=Path, help="fidelity.json of `rationalize export` on the student")
+    parser.add_argument("--target", type=Path, default=DEFAULT_BUNDLE_DIR,
+                        help="Where to write the bundle (default: the package's default_bundle); another folder "
+                             "gives any student the shipped form (LoRA GGUF over the Q4_1 base) for evaluation")
     args = parser.parse_args()
-    m = ship(args.student, args.evals, args.fidelity)
+    m = ship(args.student, args.evals, args.fidelity, args.target.resolve())
     size = sum(f.size for fs in m.files.values() for f in fs if f.package is None)
-    print(f"shipped {m.name} into {DEFAULT_BUNDLE_DIR} ({size / 1e6:.1f} MB of package data)")
+    print(f"shipped {m.name} into {args.target} ({size / 1e6:.1f} MB besides the base)")
 
 
 if __name__ == "__main__":
