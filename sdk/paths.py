@@ -19,5 +19,5 @@ def default_base_checkpoint() -> Path:
     """Where the default base model's HF checkpoint is cached once built from the embedded GGUF."""
     from .bundle import Bundle
 
-    gguf_file = Bundle.load().files("gguf")[0]
+    gguf_file = Bundle.load("base").files("gguf")[0]
     return cache_dir() / "base" / f"smollm2-135m-instruct-{gguf_file.sha256[:12]}"

@@ -47,7 +47,7 @@ def build_default_base(progress: Callable[[str], None] = print, check: bool = Tr
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    bundle = Bundle.load()
+    bundle = Bundle.load("base")
     bundle.verify("gguf")
     gguf = bundle.main_file("gguf")
     progress(f"building the default base checkpoint from {gguf.name} (once; cached in {target.parent})")

@@ -3,15 +3,15 @@
 #   bash examples/recipes/default_model/run.sh
 # Every step resumes where a killed run stopped (trainer checkpoints; finished steps are skipped).
 # DEVICE=cuda trains on a GPU (the same configs; bf16 autocast is worth adding there: PRECISION=bf16).
-# The README's table evaluates the whole StrategyQA test set and the first 400 CommonsenseQA, 200 OpenBookQA
-# and 200 QASC test questions without the faithfulness checks (EVAL_LIMIT_<SET>= and EVAL_FLAGS= change that).
+# The README's table evaluates the whole StrategyQA test set and the first 400 CommonsenseQA, 100 OpenBookQA
+# and 100 QASC test questions without the faithfulness checks (EVAL_LIMIT_<SET>= and EVAL_FLAGS= change that).
 # SHIP=1 writes the result into sdk/default_bundle.
 set -euo pipefail
 here=examples/recipes/default_model
 runs=${RUNS:-runs}
 flags=(--device "${DEVICE:-auto}")
 [ -n "${PRECISION:-}" ] && flags+=(--precision "$PRECISION")
-export EVAL_LIMIT_CQA=${EVAL_LIMIT_CQA-400} EVAL_LIMIT_OBQA=${EVAL_LIMIT_OBQA-200} EVAL_LIMIT_QASC=${EVAL_LIMIT_QASC-200}
+export EVAL_LIMIT_CQA=${EVAL_LIMIT_CQA-400} EVAL_LIMIT_OBQA=${EVAL_LIMIT_OBQA-100} EVAL_LIMIT_QASC=${EVAL_LIMIT_QASC-100}
 read -r -a eval_flags <<< "${EVAL_FLAGS---no-faithfulness}"
 
 [ -f "$runs/default-sft/rationalizer.json" ] || rationalize train sft --config "$here/sft.json" \
@@ -33,8 +33,9 @@ done
 
 # GGUF fidelity of the student against itself unquantized (fp32 torch), and the adapter over the shipped Q4_1 base
 [ -f "$runs/export/fidelity.json" ] || rationalize export "$runs/default-mario" --gguf q8_0,q4_k_m,lora \
-  --out "$runs/export" --dev "${RATIONALIZER_DATA:-../shared/data}/strategyqa/dev.jsonl" --limit 50
+  --out "$runs/export" --dev "${RATIONALIZER_DATA:-../shared/data}/strategyqa/dev.jsonl" --limit 30
 
 if [ "${SHIP:-0}" = 1 ]; then
   python "$here/ship.py" "$runs/default-mario" --evals "$runs/eval" --fidelity "$runs/export/fidelity.json"
 fi
+python "$here/report.py" "$runs/eval" | tee "$runs/eval/table.md"

@@ -38,7 +38,7 @@ def eval_results(evals: Path, label: str) -> dict[str, dict]:
         if not path.exists() or not path.stat().st_size:
             continue
         summary = json.loads(path.read_text())[0]
-        metrics = {k: {"value": v.get("value"), "ci": v.get("ci")} for k, v in summary["metrics"].items()
+        metrics = {k: {"value": v.get("value"), "ci95": v.get("ci95")} for k, v in summary["metrics"].items()
                    if k in METRICS}
         out[f"{name}/test"] = {"n": summary["n"], "backend": summary["backend"], "quality": summary["quality"],
                                "judges": summary["judges"], **metrics}
@@ -96,7 +96,12 @@ def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path 
     if fidelity and fidelity.exists():
         m.provenance["quantization_fidelity"] = json.loads(fidelity.read_text())
     m.eval_results = eval_results(evals, "mario") if evals else {}
+    # the runs folder of this machine is not the reader's: paths under it are written as the recipe's `runs/...`
+    runs = str(Path(student).resolve().parent)
+    m.provenance = json.loads(json.dumps(m.provenance).replace(json.dumps(runs)[1:-1], "runs"))
     m.save(stage)
+    for path in [stage, *stage.rglob("*")]:  # mkdtemp and safetensors make owner-only files; package data is public
+        path.chmod(0o755 if path.is_dir() else 0o644)
     old = target.with_name(target.name + ".old")
     if target.exists():
         target.rename(old)
