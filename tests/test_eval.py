@@ -120,16 +120,19 @@ def test_default_model_end_to_end(tmp_path):
 
 
 @pytest.mark.e2e
-def test_llamacpp_scorer_ranks_the_greedy_token_first(default_model):
+def test_llamacpp_scorer_ranks_the_greedy_token_first():
+    from rationalizer import Rationalizer
     from rationalizer.scorers import load_scorer
 
-    scorer = load_scorer("default")
+    scorer = load_scorer("default")  # the judge is the undistilled base, so its greedy token comes from the base
+    base_model = Rationalizer.load("base")
     try:
-        context = default_model.prompt("Can a penguin fly?", ["yes", "no"])
-        greedy = default_model.rationalize("Can a penguin fly?", ["yes", "no"], max_new_tokens=1).text
+        context = base_model.prompt("Can a penguin fly?", ["yes", "no"])
+        greedy = base_model.rationalize("Can a penguin fly?", ["yes", "no"], max_new_tokens=1).text
         candidates = [greedy, " maybe", "Banana", "Yes" if greedy != "Yes" else "No"]
         scores = [ll for ll, n in scorer.loglikelihoods([(context, c) for c in candidates])]
         assert scores[0] == max(scores)
         assert scorer.loglikelihoods([(context, greedy)]) == scorer.loglikelihoods([(context, greedy)])  # cache-safe
     finally:
         scorer.close()
+        base_model.close()
