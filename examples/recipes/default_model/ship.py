@@ -68,7 +68,9 @@ def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path 
     (stage / "adapter").mkdir()
     write_lora_gguf(adapter_dir, Path(base_model_path("default")), stage / "adapter.gguf", "rationalizer-default", "f16")
     _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
-    shutil.copy(adapter_dir / "adapter_config.json", stage / "adapter" / "adapter_config.json")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # not this machine's cache path
+    (stage / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def entry(rel: str, role: str, quant: str | None = None) -> WeightFile:
         path = stage / rel
