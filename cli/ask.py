@@ -71,4 +71,6 @@ def ask(question: tuple[str, ...], choices: str | None, quality: str | None, mod
 
 
 def _answer_text(result: Rationale) -> str:
-    return result.answer if result.answer is not None else "(no answer could be read from the model's text)"
+    if result.answer is None:
+        return "(no answer could be read from the model's text)"
+    return f"{result.answer} (the text named no choice: the likeliest one after it)" if result.answer_scored else result.answer

@@ -90,6 +90,10 @@ class ParserSettings:
 
     marker: str = "So the answer is"
     strategies: list[str] = field(default_factory=lambda: ["marker"])
+    score_choices: bool = True
+    """When the question has choices and the text names none of them, answer with the choice the model
+    itself finds likeliest after its rationale and the marker (mean log-probability per token, as
+    MaRio's simulator scores choices), so a choice question always gets one of its choices."""
 
 
 @dataclass

@@ -239,13 +239,23 @@ _LOOSE_MARKER = re.compile(
 )
 
 
-def _by_marker(text: str, choices: Sequence[str] | None, marker: str) -> tuple[str, str] | None:
+def _last_marker(text: str, marker: str) -> re.Match | None:
     words = [re.escape(w) for w in marker.split()]
     pattern = re.compile(r"\s+".join(words) + r"\s*[:\-]?\s*", re.IGNORECASE)
     hits = list(pattern.finditer(text)) or list(_LOOSE_MARKER.finditer(text))
-    if not hits:
+    return hits[-1] if hits else None
+
+
+def text_before_answer(text: str, marker: str = "So the answer is") -> str:
+    """The rationale part of generated text: everything before the last answer marker (all of it if none)."""
+    hit = _last_marker(text, marker)
+    return (text[: hit.start()] if hit else text).strip()
+
+
+def _by_marker(text: str, choices: Sequence[str] | None, marker: str) -> tuple[str, str] | None:
+    hit = _last_marker(text, marker)
+    if hit is None:
         return None
-    hit = hits[-1]
     tail = text[hit.end():].split("\n", 1)[0]
     answer = _match_choice(tail, choices) if choices else _clean_free_answer(tail)
     if answer is None:

@@ -11,7 +11,7 @@ class Rationale:
     """An answer and the rationale the model gave for it.
 
     ``answer`` is None when no answer could be read from ``text`` (the raw
-    generation); ``rationale`` is then the whole text.
+    generation) and none was scored; ``rationale`` is then the whole text.
     """
 
     question: str
@@ -31,6 +31,9 @@ class Rationale:
     """Mean log-probability of the generated tokens (asked for by self-consistency voting)."""
     votes: dict[str, int] | None = None
     """With ``votes=N``: how many of the N sampled rationales reached each answer."""
+    answer_scored: bool = False
+    """True when the text named none of the choices and ``answer`` is the choice the model scored
+    likeliest after its rationale (``rationale`` is then the text before the answer marker)."""
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -14,7 +14,8 @@ from .errors import InputError
 from .integrity import VerifyMode
 from .manifest import Manifest, ParserSettings
 from .metrics.answers import normalize_answer
-from .prompting import Quality, build_prompt, clean_choices, clean_question, parse_answer, render_codes, resolve_quality
+from .prompting import (Quality, build_prompt, clean_choices, clean_question, parse_answer, render_codes, resolve_quality,
+                        text_before_answer)
 from .rationale import Rationale
 
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -128,13 +129,17 @@ class Rationalizer:
 
     def _result(self, q: str, c: list[str] | None, selection: dict[str, int], text: str, stats: GenerationStats,
                 params: GenerationParams, start: float) -> Rationale:
+        parsed = parse_answer(text, c, self.manifest.parser)
+        answer, rationale, scored = parsed.answer, parsed.rationale, False
+        if answer is None and c and self.manifest.parser.score_choices:
+            rationale = text_before_answer(text, self.manifest.parser.marker)
+            answer, scored = self._likeliest(self._render(q, c, selection), rationale, c), True
         latency = time.perf_counter() - start
         first = None if stats.first_token_at is None else stats.first_token_at - start
-        parsed = parse_answer(text, c, self.manifest.parser)
         return Rationale(
             question=q,
-            answer=parsed.answer,
-            rationale=parsed.rationale,
+            answer=answer,
+            rationale=rationale,
             text=text,
             choices=c,
             quality=selection,
@@ -146,7 +151,31 @@ class Rationalizer:
             backend=self.backend_name,
             model=self.name,
             mean_logprob=stats.logprob_sum / stats.tokens if params.logprobs and stats.tokens else None,
+            answer_scored=scored,
         )
+
+    def choice_logprobs(self, question: str, choices: Sequence[str], rationale: str = "",
+                        quality: Quality = "best") -> dict[str, float]:
+        """How likely the model finds each choice as the answer after ``rationale`` and the answer marker.
+
+        Each value is the mean log-probability per token of `` <choice>.`` (length-normalized, as MaRio's
+        simulator scores choices); with an empty rationale, the answer right after the question. This is
+        what picks the answer when generated text names none of the choices.
+        """
+        q, c, selection = self._prepare(question, choices, quality)
+        if c is None:
+            raise InputError("choice_logprobs needs choices")
+        return self._choice_scores(self._render(q, c, selection), rationale, c)
+
+    def _choice_scores(self, prompt: str, rationale: str, choices: list[str]) -> dict[str, float]:
+        marker = self.manifest.parser.marker
+        context = prompt + (f"{rationale.strip()} {marker}" if rationale.strip() else marker)
+        scored = self._backend.loglikelihoods([(context, f" {c}.") for c in choices])
+        return {c: ll / max(n, 1) for c, (ll, n) in zip(choices, scored)}
+
+    def _likeliest(self, prompt: str, rationale: str, choices: list[str]) -> str:
+        scores = self._choice_scores(prompt, rationale, choices)
+        return max(choices, key=lambda c: scores[c])  # ties go to the earlier choice
 
     def rationalize(
         self,
@@ -274,8 +303,10 @@ class Rationalizer:
         """The answer the model gives after a rationale that is forced on it (not its own).
 
         The rationale and the answer marker are appended to the prompt and the
-        model completes the answer greedily; SCOTT's faithfulness checks (oracle,
-        perturbed and counterfactual rationales) are built on this.
+        model completes the answer greedily (a completion that names no choice
+        falls back to the likeliest choice, as in :meth:`rationalize`); SCOTT's
+        faithfulness checks (oracle, perturbed and counterfactual rationales) are
+        built on this.
         """
         q, c, selection = self._prepare(question, choices, quality)
         marker = self.manifest.parser.marker
@@ -283,7 +314,10 @@ class Rationalizer:
         prompt = self._render(q, c, selection) + prefix
         params = self._params(max_new_tokens, 0.0, 1.0, None)
         completion = "".join(self._backend.stream(prompt, params, GenerationStats()))
-        return parse_answer(f"{marker}{completion}", c, ParserSettings(marker=marker, strategies=["marker"])).answer
+        answer = parse_answer(f"{marker}{completion}", c, ParserSettings(marker=marker, strategies=["marker"])).answer
+        if answer is None and c and self.manifest.parser.score_choices:
+            answer = self._likeliest(self._render(q, c, selection), rationale, c)
+        return answer
 
     def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` is for this model (as a prompt, special tokens included)."""

@@ -137,3 +137,47 @@ def test_targets_compare_against_the_peer_of_the_same_bundle():
     assert got["SDK slower than raw llama-cpp-python"] == (0.04, True)
     assert got["ONNX loop vs optimum generate"] == (2.0, True)
     assert got["ONNX int8 vs transformers fp32"] == (1.5, False)
+
+
+PAIRS = [("Q: Is the sun a star?\nA: So the answer is", " yes."), ("Q: Is the sun a star?\nA: So the answer is", " no."),
+         ("Q: Is the sun a star?\nA: So the answer is", " a small blue planet."), ("Where is milk kept?", " fridge")]
+
+
+@pytest.mark.parametrize("folder", ["gguf-f32", "onnx-fp32", "torch"])
+def test_every_runtime_scores_continuations_as_a_full_forward_pass_does(folder, tiny_exports, tiny_bundle):
+    """The backends score token by token on their KV cache; the reference runs each whole text at once."""
+    from rationalizer.bundle import Bundle
+    from rationalizer.scorers.torch_scorer import TorchScorer
+
+    reference = TorchScorer(Bundle.load(str(tiny_bundle))).loglikelihoods(PAIRS)
+    path = str(tiny_bundle) if folder == "torch" else str(tiny_exports / folder)
+    with Rationalizer.load(path, threads=1) as model:
+        got = model._backend.loglikelihoods(PAIRS)
+        before = model.rationalize("Can a penguin fly?", max_new_tokens=6).text
+        again = model._backend.loglikelihoods(PAIRS[::-1])[::-1]  # other order, after a generation: no state leaks
+        assert [ll for ll, _ in again] == pytest.approx([ll for ll, _ in got], abs=1e-4)
+        assert model.rationalize("Can a penguin fly?", max_new_tokens=6).text == before
+    assert [n for _, n in got] == [n for _, n in reference] and min(n for _, n in got) >= 1
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in reference], abs=2e-3)
+
+
+def test_a_choice_question_always_gets_one_of_its_choices(tiny_model):
+    """The tiny random model never writes the marker, so the answer is the choice it scores likeliest."""
+    choices = ["a blue whale", "the moon", "seven"]
+    result = tiny_model.rationalize("Which is the biggest?", choices=choices, max_new_tokens=8)
+    assert result.answer_scored and result.answer in choices
+    scores = tiny_model.choice_logprobs("Which is the biggest?", choices, result.rationale)
+    assert result.answer == max(scores, key=scores.get)
+    assert all(v < 0 for v in scores.values())
+    forced = tiny_model.answer_with_rationale("Which is the biggest?", "Whales are big.", choices)
+    assert forced in choices
+    free = tiny_model.rationalize("Which is the biggest?", max_new_tokens=8)
+    assert free.answer is None and not free.answer_scored  # no choices: nothing to score
+    with pytest.raises(InputError, match="needs choices"):
+        tiny_model.choice_logprobs("Which is the biggest?", None)
+
+
+def test_choice_scoring_can_be_switched_off_in_the_manifest(tiny_model, monkeypatch):
+    monkeypatch.setattr(tiny_model.manifest.parser, "score_choices", False)
+    result = tiny_model.rationalize("Which is the biggest?", choices=["a blue whale", "the moon"], max_new_tokens=8)
+    assert result.answer is None and not result.answer_scored

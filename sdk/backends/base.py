@@ -11,7 +11,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator, Sequence
 
 from ..bundle import Bundle
 
@@ -70,6 +70,10 @@ class Backend(ABC):
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to (special tokens parsed, BOS included)."""
+
+    @abstractmethod
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """(sum of log-probabilities, token count) of each continuation after its context (the scorer protocol)."""
 
     def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
         """Generate for several prompts; backends with ``max_batch_size > 1`` batch them, this one loops."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..bundle import Bundle
 from ..errors import BundleError, ModelFileError, UserError
@@ -185,6 +185,29 @@ class TorchBackend(Backend):
                              position_ids=torch.from_numpy(position_ids).to(device),
                              past_key_values=past, use_cache=True)
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """(sum of log-probs, token count) of each continuation after its context, stepping on from the
+        context's KV cache (cropped back to the context before each continuation)."""
+        from .scoring import stepwise_loglikelihoods
+
+        torch = _torch()
+        device = self.model.device
+
+        def forward(ids: list[int], past):
+            with torch.inference_mode():
+                out = self.model(torch.tensor([ids], device=device), past_key_values=past, use_cache=True)
+            return out.logits[0, -1].float().cpu().numpy(), out.past_key_values
+
+        def run_token(past, token: int, position: int):
+            past.crop(position)
+            return forward([token], past)
+
+        def encode(text: str) -> list[int]:
+            return self.tokenizer(text).input_ids
+
+        with self._lock:
+            return stepwise_loglikelihoods(pairs, encode, self.context_length, lambda ids: forward(ids, None), run_token)
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -11,7 +11,7 @@ import codecs
 import random
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..bundle import Bundle
 from ..errors import BackendError, ModelFileError
@@ -136,6 +136,24 @@ class LlamaCppBackend(Backend):
         if tail:
             yield tail
 
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """(sum of log-probs, token count) of each continuation after its context, one token at a time
+        on the KV cache (this context keeps only the last position's logits)."""
+        from .scoring import stepwise_loglikelihoods
+
+        def run_context(ids: list[int]):
+            self._restore_prefix(ids)
+            self._llm.eval(ids[self._llm.n_tokens:])
+            return self._last_logits().copy(), None
+
+        def run_token(state, token: int, position: int):
+            self._llm.n_tokens = position  # drops what an earlier continuation left after this point
+            self._llm.eval([token])
+            return self._last_logits(), None
+
+        with self._lock:
+            return stepwise_loglikelihoods(pairs, self._tokenize, self.context_length, run_context, run_token)
+
     def _restore_prefix(self, tokens: list[int]) -> None:
         """Leave exactly the template's fixed prefix in the KV cache, evaluated on its own.
 
@@ -158,13 +176,16 @@ class LlamaCppBackend(Backend):
 
     def _last_logprob(self, token: int) -> float:
         """log p(token) from the logits llama.cpp sampled it from (still in the context until the next eval)."""
-        import numpy as np
-
         from .sampling import token_logprob
 
+        return token_logprob(self._last_logits(), token)
+
+    def _last_logits(self):
+        """The logits of the last evaluated position: a view of llama.cpp's buffer, valid until the next eval."""
+        import numpy as np
+
         pointer = _llama_cpp().llama_get_logits_ith(self._llm._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
-        return token_logprob(logits, token)
+        return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
 
     def close(self) -> None:
         """Free the llama.cpp model and context."""

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..bundle import Bundle
 from ..errors import ModelFileError, UserError
@@ -155,6 +155,20 @@ class OnnxBackend(Backend):
         logits, new_past = self.batch_step(np.asarray([ids], dtype=np.int64), np.ones((1, total), dtype=np.int64),
                                            np.arange(position, total, dtype=np.int64)[None, :], past)
         return logits[0], new_past
+
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """(sum of log-probs, token count) of each continuation after its context; the context's KV cache
+        is computed once and every continuation steps on from it."""
+        from .scoring import stepwise_loglikelihoods
+
+        def run_context(ids: list[int]):
+            return self.step(ids, self.empty_past(), 0)
+
+        def run_token(past: dict, token: int, position: int):
+            return self.step([token], past, position)
+
+        with self._lock:
+            return stepwise_loglikelihoods(pairs, self.encode, self.context_length, run_context, run_token)
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

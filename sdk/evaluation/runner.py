@@ -56,7 +56,8 @@ def _one(model: Rationalizer, ex: Example, config: EvalConfig, judges: Judges, q
     rationale = out.rationale if out.answer is not None else out.text
     rec: dict[str, Any] = {
         "id": ex.id, "question": ex.question, "choices": ex.choices, "gold": ex.answer,
-        "answer": out.answer, "parsed": out.answer is not None,
+        "answer": out.answer, "parsed": out.answer is not None and not out.answer_scored,
+        "answer_scored": out.answer_scored,
         "correct": answers_match(out.answer, ex.answer, ex.choices),
         "rationale": rationale, "text": out.text,
         "rationale_tokens": model.count_tokens(rationale) if rationale.strip() else 0,
