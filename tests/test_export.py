@@ -150,6 +150,16 @@ def test_lora_gguf_over_a_base_gguf_matches_the_merged_model(peft_bundle, tiny_b
     with Rationalizer.load(str(lora.folder), threads=1) as model:
         assert "<consistency:3>" in model.prompt("Can a penguin fly?")
         model.rationalize("Can a penguin fly?", max_new_tokens=4)
+        pairs = [("Can a penguin fly? So the answer is", " no."), ("Can a penguin fly? So the answer is", " yes.")]
+        runtime = [ll for ll, _ in model._backend.loglikelihoods(pairs)]
+    from rationalizer.scorers import load_scorer
+    from rationalizer.scorers.torch_scorer import TorchScorer
+
+    judge = load_scorer(str(lora.folder), threads=1)  # a LoRA bundle as judge scores with its adapter applied
+    assert [ll for ll, _ in judge.loglikelihoods(pairs)] == pytest.approx(runtime, abs=1e-3)
+    judge.close()
+    base_alone = [ll for ll, _ in TorchScorer(Bundle.load(str(tiny_bundle))).loglikelihoods(pairs)]
+    assert max(abs(a - b) for a, b in zip(runtime, base_alone)) > 1e-2
 
 
 def test_f16_lora_gguf_is_half_the_size_and_gives_the_same_logits(peft_bundle, tiny_bundle, tmp_path):

@@ -11,6 +11,7 @@ import codecs
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..bundle import Bundle
@@ -24,6 +25,12 @@ def _llama_cpp():
     except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core dependency
         raise BackendError(f"llama-cpp-python is not installed or failed to import ({exc}); pip install llama-cpp-python") from None
     return llama_cpp
+
+
+def gguf_files(bundle: Bundle) -> tuple[Path, Path | None]:
+    """The bundle's GGUF model and, where it ships one, the GGUF LoRA adapter llama.cpp applies over it."""
+    adapters = [bundle.path_of(wf) for wf in bundle.files("gguf") if wf.role == "adapter"]
+    return bundle.main_file("gguf"), adapters[0] if adapters else None
 
 
 class LlamaCppBackend(Backend):
@@ -54,14 +61,13 @@ class LlamaCppBackend(Backend):
                 "device 'cuda' asked, but this llama-cpp-python was built without GPU offload; reinstall it with "
                 "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python"
             )
-        model_path = bundle.main_file("gguf")
-        adapters = [bundle.path_of(wf) for wf in bundle.files("gguf") if wf.role == "adapter"]
+        model_path, adapter = gguf_files(bundle)
         n_threads = threads or default_threads()
         context = bundle.manifest.generation.context_length
         try:
             llm = llama_cpp.Llama(
                 model_path=str(model_path),
-                lora_path=str(adapters[0]) if adapters else None,
+                lora_path=str(adapter) if adapter else None,
                 n_ctx=context,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
@@ -69,7 +75,7 @@ class LlamaCppBackend(Backend):
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            names = f"{model_path}" + (f" with adapter {adapters[0]}" if adapters else "")
+            names = f"{model_path}" + (f" with adapter {adapter}" if adapter else "")
             raise ModelFileError(f"{names}: llama.cpp cannot load this GGUF file; truncated, corrupt or not GGUF "
                                  f"({str(exc).splitlines()[0]})") from None
         from ..prompting import fixed_prefix

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backends.base import default_threads
+from ..backends.llamacpp import gguf_files
 from ..bundle import Bundle
 from ..errors import BackendError, InputError
 from .tokens import split_continuation
@@ -20,11 +21,12 @@ class LlamaCppScorer:
     def __init__(self, bundle: Bundle, threads: int | None = None, context_length: int = 1024) -> None:
         import llama_cpp
 
-        path = bundle.main_file("gguf")
+        path, adapter = gguf_files(bundle)
         n = threads or default_threads()
         try:
-            self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=context_length, n_threads=n,
-                                        n_threads_batch=n, logits_all=True, verbose=False)
+            self._llm = llama_cpp.Llama(model_path=str(path), lora_path=str(adapter) if adapter else None,
+                                        n_ctx=context_length, n_threads=n, n_threads_batch=n, logits_all=True,
+                                        verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"{path}: llama.cpp could not load this GGUF file ({exc})") from None
         self.name = bundle.manifest.name
