@@ -17,8 +17,10 @@ def test_rank_bins_by_hand():
     scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
     assert rank_levels(scores, 5) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert quantile_edges(scores, 5) == [0.3, 0.5, 0.7, 0.9]
-    # a 0/1 reward with ties still fills every level, in pool order among equal scores
-    assert rank_levels([1, 0, 1, 0, 1, 0, 1, 1, 1, 1], 5) == [2, 1, 3, 1, 3, 2, 4, 4, 5, 5]
+    # equal scores share the level of their highest rank, whatever their order in the pool:
+    # every right answer of a 0/1 reward lands on the top level, the one inference asks for
+    assert rank_levels([1, 0, 1, 0, 1, 0, 1, 1, 1, 1], 5) == [5, 2, 5, 2, 5, 2, 5, 5, 5, 5]
+    assert rank_levels([0.5, 0.9, 0.9, 0.1], 4) == [2, 4, 4, 1]
 
 
 def test_builtin_and_user_rewards():

@@ -8,16 +8,19 @@ from typing import Sequence
 def rank_levels(scores: Sequence[float], bins: int) -> list[int]:
     """1-based level of every score: its rank in the sorted pool cut into ``bins`` equal-count bins.
 
-    Ties are split by pool order (as sorting the pool does in Quark), so every
-    level is used even for a 0/1 reward; a value-based cut would put all tied
-    scores in one bin and leave levels empty.
+    Equal scores share one level, the one their highest rank falls in. Quark splits
+    ties by pool order instead; for a 0/1 reward such as accuracy that put right
+    answers on levels 3, 4 and 5 by their position in the pool alone (teacher
+    rows first, the latest policy samples last), so the top code, which inference
+    asks for, meant "sampled late" rather than "right". Sharing the top rank keeps
+    the best value on the best level, the one the runtime asks for.
     """
     n = len(scores)
-    order = sorted(range(n), key=lambda i: (scores[i], i))
-    levels = [0] * n
+    order = sorted(range(n), key=lambda i: scores[i])
+    highest: dict[float, int] = {}
     for rank, i in enumerate(order):
-        levels[i] = 1 + (rank * bins) // n
-    return levels
+        highest[scores[i]] = rank
+    return [1 + (highest[s] * bins) // n for s in scores]
 
 
 def quantile_edges(scores: Sequence[float], bins: int) -> list[float]:
