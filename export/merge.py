@@ -12,7 +12,9 @@ CHECK_TEXTS = (
     "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\n",
     "Where is milk kept cold? Choices: fridge, oven, shelf",
 )
-MAX_LOGIT_DIFF = 1e-3
+# Float rounding of a merge grows with the adapter's size: 0.0019 on the default student (one epoch of
+# 686 steps, logits around 20), while an adapter over the wrong base moves logits by whole units.
+MAX_LOGIT_DIFF = 1e-2
 
 
 @dataclass
