@@ -12,8 +12,9 @@ CHECK_TEXTS = (
     "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\n",
     "Where is milk kept cold? Choices: fridge, oven, shelf",
 )
-# Float rounding of a merge grows with the adapter's size: 0.0019 on the default student (one epoch of
-# 686 steps, logits around 20), while an adapter over the wrong base moves logits by whole units.
+# Both sides of the check run the same base, so only the merge itself is under test; its float rounding
+# grows with the adapter's size (0.0019 on the default student, logits around 20), while a merge that
+# drops or mis-scales a layer moves logits by whole units.
 MAX_LOGIT_DIFF = 1e-2
 
 
@@ -37,7 +38,7 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str
 
     The check runs both models on ``texts`` and fails when any logit moves by more
     than ``MAX_LOGIT_DIFF``: merging is exact up to float rounding, so a larger gap
-    means the adapter does not belong to this base.
+    means the merged weights do not reproduce the adapter (a layer peft could not fold in).
     """
     import torch
     from peft import PeftModel
@@ -59,7 +60,7 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str
     check = MergeCheck(diff, agree)
     if diff > MAX_LOGIT_DIFF:
         raise UserError(f"merging {adapter_dir} into {base_dir} moved logits by {diff:.3g} (> {MAX_LOGIT_DIFF}); "
-                        "is this the adapter's base model?")
+                        "the merged weights do not reproduce the adapter applied on the fly")
     if out.exists():
         shutil.rmtree(out)
     merged.save_pretrained(out, safe_serialization=True)
