@@ -14,6 +14,7 @@ from __future__ import annotations
 from .bundle import Bundle
 from .errors import BackendError, BundleError, InputError, ModelFileError, RationalizerError, UserError
 from .manifest import ControlScheme, Manifest, ParserSettings, PromptTemplate, RewardLevels, WeightFile
+from .prompt_text import Prompt
 from .prompting import build_prompt, format_target, parse_answer
 from .rationale import Rationale
 from .runtime import Rationalizer
@@ -30,6 +31,7 @@ __all__ = [
     "RewardLevels",
     "ParserSettings",
     "WeightFile",
+    "Prompt",
     "build_prompt",
     "parse_answer",
     "format_target",

@@ -8,14 +8,16 @@ question.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import unicodedata
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .errors import InputError
+from .errors import BundleError, InputError
 from .manifest import ControlScheme, ParserSettings, PromptTemplate
+from .prompt_text import Prompt, parts_of
 
 Quality = str | Mapping[str, int] | None
 MAX_CHOICES = 26
@@ -38,7 +40,7 @@ def clean_question(question: str, max_chars: int) -> str:
     if not isinstance(question, str):
         raise InputError(f"question must be text, got {type(question).__name__}")
     text = _strip_controls(question)
-    if not text:
+    if not _visible(text):
         raise InputError("the question is empty")
     if len(text) > max_chars:
         raise InputError(f"the question has {len(text)} characters; this model takes at most {max_chars}")
@@ -46,7 +48,13 @@ def clean_question(question: str, max_chars: int) -> str:
 
 
 def _strip_controls(text: str) -> str:
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    # Cc: control characters; Cs: lone surrogates, which no encoder can turn into bytes
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cs")).strip()
+
+
+def _visible(text: str) -> bool:
+    """Whether text has anything but whitespace and invisible format characters (zero-width space, BOM...)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
 
 
 def clean_choices(choices: Sequence[str] | None) -> list[str] | None:
@@ -55,8 +63,9 @@ def clean_choices(choices: Sequence[str] | None) -> list[str] | None:
         return None
     if isinstance(choices, str):
         raise InputError("choices must be a list of strings, not one string")
-    cleaned = [_strip_controls(str(c)) for c in choices]
-    if any(not c for c in cleaned):
+    # a choice is a short label on the prompt's one choices line: line breaks inside it become spaces
+    cleaned = [" ".join(_strip_controls(str(c)).split()) for c in choices]
+    if any(not _visible(c) for c in cleaned):
         raise InputError("a choice is empty")
     if any(len(c) > MAX_CHOICE_CHARS for c in cleaned):
         raise InputError(f"a choice is longer than {MAX_CHOICE_CHARS} characters")
@@ -134,26 +143,66 @@ def choice_label(index: int) -> str:
     return _LABELS[index]
 
 
-def build_user_text(template: PromptTemplate, question: str, choices: Sequence[str] | None, codes: str = "") -> str:
-    """The user turn: codes, question and choices as the template places them."""
-    block = ""
+def _render(fmt: str, values: Mapping[str, str], where: str) -> Prompt:
+    """Fill ``fmt``'s placeholders: its literal text is the template's (trusted), each value keeps its own parts.
+
+    A plain ``str`` value is untrusted text; a :class:`Prompt` value keeps what it says of its parts.
+    """
+    parts = []
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError as exc:
+        raise BundleError(f"prompt template {where}: {exc}") from None
+    for literal, name, spec, conversion in fields:
+        parts.append((literal, True))
+        if name is None:
+            continue
+        if name not in values or spec or conversion:
+            raise BundleError(f"prompt template {where}: unsupported placeholder {{{name}}} "
+                              f"(allowed: {', '.join('{' + k + '}' for k in values)})")
+        parts.extend(parts_of(values[name]))
+    return Prompt(parts)
+
+
+def _choice_text(text: str, separator: str) -> str:
+    """A choice as the prompt shows it: quoted (JSON-style) when it contains the separator, so that
+    "red, white" cannot read as two choices; other choices are shown as they are."""
+    key = separator.strip() or separator
+    if (key and key in text) or text.startswith('"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def build_user_text(template: PromptTemplate, question: str, choices: Sequence[str] | None, codes: str = "") -> Prompt:
+    """The user turn: codes, question and choices as the template places them (question and choices untrusted)."""
+    block: str = ""
     if choices:
-        items = template.choice_separator.join(
-            template.choice_item.format(label=choice_label(i), text=c) for i, c in enumerate(choices)
-        )
-        block = template.choices_block.format(choices=items)
-    return template.user.format(codes=codes, question=question, choices=block)
+        items = [_render(template.choice_item, {"label": Prompt.template(choice_label(i)),
+                                                "text": _choice_text(str(c), template.choice_separator)},
+                         "choice_item")
+                 for i, c in enumerate(choices)]
+        joined: str = Prompt.template("")
+        for i, item in enumerate(items):
+            joined = joined + (Prompt.template(template.choice_separator) if i else "") + item
+        block = _render(template.choices_block, {"choices": joined}, "choices_block")
+    return _render(template.user, {"codes": Prompt.template(codes), "question": str(question),
+                                   "choices": block or Prompt.template("")}, "user")
 
 
-def build_prompt(template: PromptTemplate, question: str, choices: Sequence[str] | None, codes: str = "") -> str:
-    """The full model input text, chat wrapper included."""
-    user = build_user_text(template, question, choices, codes)
-    return template.chat.format(system=template.system, user=user)
+def build_chat(template: PromptTemplate, user: str) -> Prompt:
+    """The template's chat wrapper around a user turn (a plain ``str`` user turn is untrusted throughout)."""
+    return _render(template.chat, {"system": Prompt.template(template.system), "user": user}, "chat")
 
 
-def fixed_prefix(template: PromptTemplate) -> str:
+def build_prompt(template: PromptTemplate, question: str, choices: Sequence[str] | None, codes: str = "") -> Prompt:
+    """The full model input text, chat wrapper included, as a :class:`Prompt` that marks the template's parts."""
+    return build_chat(template, build_user_text(template, question, choices, codes))
+
+
+def fixed_prefix(template: PromptTemplate) -> Prompt:
     """The text every prompt of this template starts with (the chat wrapper and system prompt before the user text)."""
-    return template.chat[:template.chat.index("{user}")].format(system=template.system)
+    full = build_chat(template, "\x00")
+    return full.head(full.index("\x00"))
 
 
 def format_target(rationale: str, answer: str, marker: str = "So the answer is") -> str:

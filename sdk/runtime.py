@@ -14,6 +14,7 @@ from .errors import InputError
 from .integrity import VerifyMode
 from .manifest import Manifest, ParserSettings
 from .metrics.answers import normalize_answer
+from .prompt_text import Prompt
 from .prompting import (Quality, build_prompt, clean_choices, clean_question, parse_answer, render_codes, resolve_quality,
                         text_before_answer)
 from .rationale import Rationale
@@ -76,12 +77,42 @@ class Rationalizer:
         """The bundle's control codes: reward name -> number of levels."""
         return {r.name: r.levels for r in self.manifest.control.rewards}
 
-    def prompt(self, question: str, choices: Sequence[str] | None = None, quality: Quality = "best") -> str:
-        """The exact model input for a question (after validation), for inspection or other runtimes."""
+    def prompt(self, question: str, choices: Sequence[str] | None = None, quality: Quality = "best") -> Prompt:
+        """The exact model input for a question (after validation), for inspection or other runtimes.
+
+        It is a :class:`~rationalizer.prompt_text.Prompt`: a ``str`` that also records which parts the
+        template wrote, the only parts whose control tokens are real.
+        """
         q, c, selection = self._prepare(question, choices, quality)
         return self._render(q, c, selection)
 
-    def _render(self, question: str, choices: list[str] | None, selection: dict[str, int]) -> str:
+    def check_input(self, question: str, choices: Sequence[str] | None = None, quality: Quality = "best",
+                    max_new_tokens: int | None = None) -> None:
+        """Raise :class:`InputError` unless the question can be answered as asked: its length, its
+        choices, the quality codes, and a prompt that leaves room in the context (counted in tokens)."""
+        q, c, selection = self._prepare(question, choices, quality)
+        self._plan(self._render(q, c, selection), c, self._params(max_new_tokens, 0.0, 1.0, None))
+
+    def _plan(self, prompt: str, choices: list[str] | None, params: GenerationParams) -> GenerationParams:
+        """Fit a generation into the context before it starts; the token budget is cut to what fits.
+
+        The context must hold the prompt, the new tokens and, for a choice question whose text may name
+        no choice, the marker and the longest choice that are scored after the rationale.
+        """
+        context = self.manifest.generation.context_length
+        used = self._backend.count_tokens(prompt)
+        reserve = 0
+        if choices and self.manifest.parser.score_choices:
+            marker = self.manifest.parser.marker
+            reserve = max(self._backend.count_tokens(f" {marker} {c}.") for c in choices)
+        room = context - used - reserve
+        if room < 1:
+            extra = f" (+{reserve} to score the choices)" if reserve else ""
+            raise InputError(f"the prompt is {used} tokens{extra}; this model's context holds {context}: "
+                             "shorten the question or its choices")
+        return replace(params, max_new_tokens=min(params.max_new_tokens, room))
+
+    def _render(self, question: str, choices: list[str] | None, selection: dict[str, int]) -> Prompt:
         return build_prompt(self.manifest.prompt, question, choices, render_codes(self.manifest.control, selection))
 
     def _prepare(self, question: str, choices: Sequence[str] | None, quality: Quality):
@@ -119,6 +150,7 @@ class Rationalizer:
     def _run(self, q: str, c: list[str] | None, selection: dict[str, int],
              params: GenerationParams) -> Iterator[str | Rationale]:
         prompt = self._render(q, c, selection)
+        params = self._plan(prompt, c, params)
         stats = GenerationStats()
         pieces: list[str] = []
         start = time.perf_counter()
@@ -169,9 +201,23 @@ class Rationalizer:
 
     def _choice_scores(self, prompt: str, rationale: str, choices: list[str]) -> dict[str, float]:
         marker = self.manifest.parser.marker
-        context = prompt + (f"{rationale.strip()} {marker}" if rationale.strip() else marker)
+        context = self._scoring_context(prompt, rationale.strip(), marker, max(choices, key=len))
         scored = self._backend.loglikelihoods([(context, f" {c}.") for c in choices])
         return {c: ll / max(n, 1) for c, (ll, n) in zip(choices, scored)}
+
+    def _scoring_context(self, prompt: str, rationale: str, marker: str, longest: str) -> str:
+        """``prompt + rationale + marker``, the rationale's start cut if choices could not be scored after it.
+
+        Planning reserves room for this, but text can re-tokenize longer than the tokens that generated
+        it (bytes of a broken character, say); the end of the rationale, next to the answer, is kept.
+        """
+        context_length = self.manifest.generation.context_length
+        while True:
+            context = prompt + (f"{rationale} {marker}" if rationale else marker)
+            excess = self._backend.count_tokens(context + f" {longest}.") - context_length
+            if excess <= 0 or not rationale:
+                return context
+            rationale = rationale[max(1, len(rationale) * excess // max(1, self._backend.count_tokens(rationale))):]
 
     def _likeliest(self, prompt: str, rationale: str, choices: list[str]) -> str:
         scores = self._choice_scores(prompt, rationale, choices)
@@ -268,23 +314,24 @@ class Rationalizer:
                 items.append((item["question"], item.get("choices", choices)))
             else:
                 items.append((item, choices))
-        prepared = []
+        params = self._params(options.get("max_new_tokens"), options.get("temperature", 0.0),
+                              options.get("top_p", 1.0), options.get("seed"))
+        prepared, prompts, planned = [], [], []
         for i, (q, c) in enumerate(items):
             try:
                 prepared.append(self._prepare(q, c, options.get("quality", "best")))
+                prompts.append(self._render(*prepared[-1]))
+                planned.append(self._plan(prompts[-1], prepared[-1][1], params))
             except InputError as exc:
                 raise InputError(f"item {i}: {exc}") from None
         size = batch_size or self._backend.max_batch_size
         if size < 2 or options.get("votes", 1) != 1 or len(items) < 2:
             return [self.rationalize(q, c, **options) for q, c in items]
-        params = self._params(options.get("max_new_tokens"), options.get("temperature", 0.0),
-                              options.get("top_p", 1.0), options.get("seed"))
-        prompts = [self._render(*p) for p in prepared]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Rationale | None] = [None] * len(prompts)
         for begin in range(0, len(order), size):
             rows = order[begin:begin + size]
-            row_params = [replace(params, seed=None if params.seed is None else (params.seed + i) % 2**31)
+            row_params = [replace(planned[i], seed=None if params.seed is None else (params.seed + i) % 2**31)
                           for i in rows]
             start = time.perf_counter()
             outputs = self._backend.generate_many([prompts[i] for i in rows], row_params)
@@ -312,7 +359,7 @@ class Rationalizer:
         marker = self.manifest.parser.marker
         prefix = f"{rationale.strip()} {marker}" if rationale.strip() else marker
         prompt = self._render(q, c, selection) + prefix
-        params = self._params(max_new_tokens, 0.0, 1.0, None)
+        params = self._plan(prompt, c, self._params(max_new_tokens, 0.0, 1.0, None))
         completion = "".join(self._backend.stream(prompt, params, GenerationStats()))
         answer = parse_answer(f"{marker}{completion}", c, ParserSettings(marker=marker, strategies=["marker"])).answer
         if answer is None and c and self.manifest.parser.score_choices:
@@ -320,7 +367,8 @@ class Rationalizer:
         return answer
 
     def count_tokens(self, text: str) -> int:
-        """How many tokens ``text`` is for this model (as a prompt, special tokens included)."""
+        """How many tokens ``text`` is for this model, BOS included; control tokens count only where a
+        :class:`~rationalizer.prompt_text.Prompt` says the template wrote them (plain text has none)."""
         return self._backend.count_tokens(text)
 
     def close(self) -> None:

@@ -40,6 +40,20 @@ def collate(items: Sequence[TrainItem], pad_id: int):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "weights": weights}
 
 
+def left_padded(rows: Sequence[list[int]], pad_id: int, device=None):
+    """``(input_ids, attention_mask)`` tensors for generation: token rows padded on the left."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        if tokens:
+            ids[row, width - len(tokens):] = torch.tensor(tokens)
+            mask[row, width - len(tokens):] = 1
+    return ids.to(device), mask.to(device)
+
+
 def weighted_loss(logits, labels, weights):
     """Mean over items of weight × (mean NLL of the item's labelled tokens)."""
     import torch

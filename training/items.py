@@ -14,6 +14,7 @@ from typing import Sequence
 
 from rationalizer.dataset import Example
 from rationalizer.manifest import PromptTemplate
+from rationalizer.prompt_text import PromptEncoder, transformers_encoder
 from rationalizer.prompting import build_prompt
 
 MARKER = "So the answer is"
@@ -62,10 +63,13 @@ def template_for(tokenizer, system: str = "You are a helpful assistant.", object
     return PromptTemplate(chat=chat, system=system, user=prefix + "{codes}{question}{choices}", stop=stop)
 
 
-def _encode(tokenizer, prompt: str, context: str, supervised: str) -> tuple[list[int], list[int]]:
-    p = tokenizer(prompt).input_ids
-    c = tokenizer(context, add_special_tokens=False).input_ids if context else []
-    s = tokenizer(supervised, add_special_tokens=False).input_ids
+def _encode(encoder: PromptEncoder, prompt: str, context: str, supervised: str,
+            end: list[int]) -> tuple[list[int], list[int]]:
+    """Prompt (control tokens from the template only), unsupervised context and supervised text, all data
+    text tokenized as plain text; ``end`` (the end-of-turn id) closes the supervised part."""
+    p = encoder.encode(prompt)
+    c = encoder.encode(context, add_special=False) if context else []
+    s = encoder.encode(supervised, add_special=False) + end
     return p + c + s, [IGNORE] * (len(p) + len(c)) + s
 
 
@@ -73,7 +77,8 @@ def build_items(examples: Sequence[Example], tokenizer, template: PromptTemplate
                 multitask_alpha: float = 0.5, counterfactual_alpha: float = 0.5, max_length: int = 384,
                 codes: Sequence[str] | None = None) -> tuple[list[TrainItem], ItemStats]:
     """Training items for the objective; ``codes[i]`` is the control-code text of example i (MaRio)."""
-    eos = tokenizer.eos_token or ""
+    encoder = transformers_encoder(tokenizer)
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stats = ItemStats()
     items: list[TrainItem] = []
     for i, ex in enumerate(examples):
@@ -81,17 +86,17 @@ def build_items(examples: Sequence[Example], tokenizer, template: PromptTemplate
         if not ex.rationale:
             stats.no_rationale += 1
             continue
-        answer_text = f" {MARKER} {ex.answer.strip().rstrip('.')}.{eos}"
+        answer_text = f" {MARKER} {ex.answer.strip().rstrip('.')}."
         if ex.kind == "counterfactual":
             prompt = build_prompt(_prefixed(template, COUNTERFACTUAL_PREFIX), ex.question, ex.choices, code)
-            seqs = [("counterfactual", *_encode(tokenizer, prompt, ex.rationale.strip(), answer_text))]
+            seqs = [("counterfactual", *_encode(encoder, prompt, ex.rationale.strip(), answer_text, end))]
         else:
             prompt = build_prompt(template, ex.question, ex.choices, code)
-            seqs = [("factual", *_encode(tokenizer, prompt, "", ex.rationale.strip() + answer_text))]
+            seqs = [("factual", *_encode(encoder, prompt, "", ex.rationale.strip() + answer_text, end))]
             if objective == "multitask":
                 answer_template = _prefixed(template, ANSWER_PREFIX, replace=EXPLAIN_PREFIX)
                 answer_prompt = build_prompt(answer_template, ex.question, ex.choices, code)
-                seqs.append(("answer_task", *_encode(tokenizer, answer_prompt, "", answer_text.lstrip())))
+                seqs.append(("answer_task", *_encode(encoder, answer_prompt, "", answer_text.lstrip(), end)))
         for task, ids, labels in seqs:
             if len(ids) > max_length:
                 stats.too_long += 1

@@ -24,6 +24,7 @@ from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
 from rationalizer.metrics import answers_match
 from rationalizer.prompting import parse_answer, render_codes
 
+from .batches import left_padded
 from .binning import quantile_edges, rank_levels
 from .config import MarioConfig, save_config
 from .items import IGNORE, build_items
@@ -59,10 +60,11 @@ def sample_policy(student: Student, examples: list[Example], codes: str, k: int,
     """``k`` sampled rationales per question from the policy, batched, with the answer each leads to."""
     import torch
 
+    from rationalizer.prompt_text import transformers_encoder
     from rationalizer.prompting import build_prompt
 
     tok, model = student.tokenizer, student.model
-    tok.padding_side = "left"
+    encoder = transformers_encoder(tok)
     torch.manual_seed(seed)
     stop = [i for i in [tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
         model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id or [])] if i is not None]
@@ -70,19 +72,20 @@ def sample_policy(student: Student, examples: list[Example], codes: str, k: int,
     model.eval()
     for start in range(0, len(examples), config.batch_size):
         batch = examples[start : start + config.batch_size]
-        enc = tok([build_prompt(student.template, e.question, e.choices, codes) for e in batch], return_tensors="pt",
-                  padding=True).to(model.device)
+        input_ids, attention_mask = left_padded(
+            [encoder.encode(build_prompt(student.template, e.question, e.choices, codes)) for e in batch],
+            tok.pad_token_id, model.device)
         with torch.no_grad():
-            out = model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=True, temperature=config.sample_temperature,
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
+                                 temperature=config.sample_temperature,
                                  top_p=config.sample_top_p, max_new_tokens=config.max_new_tokens,
                                  num_return_sequences=k, pad_token_id=tok.pad_token_id, eos_token_id=stop)
-        texts = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+        texts = tok.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
         for i, text in enumerate(texts):
             ex = batch[i // k]
             parsed = parse_answer(text, ex.choices, ParserSettings(strategies=["marker"]))
             samples.append(Sample(ex, parsed.rationale, parsed.answer, "policy"))
     model.train()
-    tok.padding_side = "right"
     return samples
 
 

@@ -16,7 +16,7 @@ from rationalizer.dataset import Example
 from rationalizer.errors import UserError
 from rationalizer.metrics import answers_match, consistency, diversity
 from rationalizer.metrics.simulation import plausibility_prompt, yes_probability
-from rationalizer.prompting import build_prompt
+from rationalizer.prompting import build_chat, build_prompt
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Consistency:
                 continue
             base = build_prompt(self.scorer.template, ex.question, ex.choices)
             marker = "So the answer is"
-            delta, _, _ = consistency(self.scorer, f"{base}{s.rationale.strip()} {marker}", f"{base}{marker}",
+            delta, _, _ = consistency(self.scorer, base + f"{s.rationale.strip()} {marker}", base + marker,
                                       [f" {c}" for c in ex.choices], f" {ex.answer}")
             out.append(delta)
         return out
@@ -102,8 +102,8 @@ class Plausibility:
         self.scorer = scorer
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        t = self.scorer.template
-        return [yes_probability(self.scorer, t.chat.format(system=t.system, user=plausibility_prompt(
+        template = self.scorer.template
+        return [yes_probability(self.scorer, build_chat(template, plausibility_prompt(
             s.example.question, s.example.answer, s.rationale))) for s in samples]
 
 

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 from ..bundle import Bundle
 from ..errors import BundleError, ModelFileError, UserError
 from ..paths import default_base_checkpoint
+from ..prompt_text import transformers_encoder
 from .base import Backend, GenerationParams, GenerationStats, TokenText, count_token, default_threads
 from .batching import generate_prompts
 
@@ -95,6 +96,7 @@ class TorchBackend(Backend):
     def __init__(self, model, tokenizer, stop_ids: set[int], context_length: int, batch_size: int = 8) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.encode = transformers_encoder(tokenizer).encode
         self.stop_ids = stop_ids
         self.context_length = context_length
         self._lock = threading.Lock()
@@ -131,8 +133,8 @@ class TorchBackend(Backend):
         return cls(model, tokenizer, stop_ids, manifest.generation.context_length)
 
     def count_tokens(self, text: str) -> int:
-        """Token count of ``text`` as the model sees it (special tokens included)."""
-        return len(self.tokenizer(text).input_ids)
+        """Token count of ``text`` as the model sees it (control tokens only from a template's :class:`Prompt`)."""
+        return len(self.encode(text))
 
     def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
         """Generate after ``prompt``; calls from several threads take turns."""
@@ -141,7 +143,7 @@ class TorchBackend(Backend):
 
     def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
         torch = _torch()
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.model.device)
+        ids = torch.tensor([self.encode(prompt)], device=self.model.device)
         stats.prompt_tokens = ids.shape[1]
         budget = min(params.max_new_tokens, self.context_length - ids.shape[1])
         stats.finish_reason = "length"
@@ -203,11 +205,9 @@ class TorchBackend(Backend):
             past.crop(position)
             return forward([token], past)
 
-        def encode(text: str) -> list[int]:
-            return self.tokenizer(text).input_ids
-
         with self._lock:
-            return stepwise_loglikelihoods(pairs, encode, self.context_length, lambda ids: forward(ids, None), run_token)
+            return stepwise_loglikelihoods(pairs, self.encode, self.context_length, lambda ids: forward(ids, None),
+                                           run_token)
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -215,7 +215,7 @@ class TorchBackend(Backend):
     def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
         """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
         with self._lock:
-            return generate_prompts(self, [self.tokenizer(p).input_ids for p in prompts], params, self.context_length,
+            return generate_prompts(self, [self.encode(p) for p in prompts], params, self.context_length,
                                     self.pad_id, self.stop_ids, self._decode)
 
     def close(self) -> None:

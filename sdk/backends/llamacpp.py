@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 from ..bundle import Bundle
 from ..errors import BackendError, ModelFileError
+from ..prompt_text import llama_encoder
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
 
 
@@ -45,6 +46,7 @@ class LlamaCppBackend(Backend):
         self._llm = llm
         self._lock = threading.Lock()
         self.context_length = context_length
+        self._encoder = llama_encoder(llm)
         self._prefix = self._tokenize(prefix)[:-1] if prefix else []  # the last token may merge with the user text
 
     @classmethod
@@ -83,12 +85,12 @@ class LlamaCppBackend(Backend):
         return cls(llm, context, fixed_prefix(bundle.manifest.prompt))
 
     def count_tokens(self, text: str) -> int:
-        """Token count of ``text`` with special tokens parsed and BOS added as the model wants."""
+        """Token count of ``text`` (control tokens only from a template's :class:`Prompt` parts, BOS as the model wants)."""
         with self._lock:
             return len(self._tokenize(text))
 
     def _tokenize(self, text: str) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return self._encoder.encode(text)
 
     def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
         """Generate after ``prompt``; calls from several threads take turns (one llama.cpp context)."""

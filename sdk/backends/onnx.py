@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 from ..bundle import Bundle
 from ..errors import ModelFileError, UserError
+from ..prompt_text import tokenizers_encoder
 from .base import Backend, GenerationParams, GenerationStats, TokenText, count_token, default_threads
 from .batching import generate_prompts
 from .sampling import pick_token, token_logprob
@@ -63,6 +64,7 @@ class OnnxBackend(Backend):
         self._np = np
         self.session = session
         self.tokenizer = tokenizer
+        self._encoder = tokenizers_encoder(tokenizer)
         self.stop_ids = stop_ids
         self.context_length = context_length
         self._lock = threading.Lock()
@@ -125,11 +127,12 @@ class OnnxBackend(Backend):
         return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length, pad_id)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` as the exported tokenizer makes them (its post-processor included)."""
-        return self.tokenizer.encode(text, add_special_tokens=True).ids
+        """Token ids of ``text`` (control tokens only from a template's :class:`Prompt` parts; BOS as the
+        tokenizer's post-processor adds it)."""
+        return self._encoder.encode(text)
 
     def count_tokens(self, text: str) -> int:
-        """Token count of ``text`` (special tokens parsed, BOS as the tokenizer adds it)."""
+        """Token count of ``text``, as :meth:`encode` makes it."""
         return len(self.encode(text))
 
     def empty_past(self, batch: int = 1) -> dict:

@@ -82,7 +82,7 @@ def _consistency(judges: Judges, ex: Example, rationale: str) -> dict[str, Any]:
     # Each choice is scored as " choice" after the marker, so no choice pays for the space token.
     options = [f" {c}" for c in ex.choices]
     try:
-        delta, p_with, p_without = consistency(sim, f"{base}{rationale.strip()} {marker}", f"{base}{marker}",
+        delta, p_with, p_without = consistency(sim, base + f"{rationale.strip()} {marker}", base + marker,
                                                options, f" {ex.answer}")
     except InputError:
         return {"consistency": None}

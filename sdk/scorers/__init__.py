@@ -15,6 +15,7 @@ from ..bundle import Bundle
 from ..errors import UserError
 from ..manifest import PromptTemplate
 from ..metrics.simulation import plausibility_prompt, yes_probability
+from ..prompting import build_chat
 
 
 class Scorer(Protocol):
@@ -67,7 +68,7 @@ class ScorerVerifier:
         template = self.scorer.template
         out: list[float | None] = []
         for question, answer, rationale in items:
-            context = template.chat.format(system=template.system, user=plausibility_prompt(question, answer, rationale))
+            context = build_chat(template, plausibility_prompt(question, answer, rationale))
             out.append(yes_probability(self.scorer, context))
         return out
 

@@ -11,6 +11,7 @@ from ..backends.base import default_threads
 from ..backends.llamacpp import gguf_files
 from ..bundle import Bundle
 from ..errors import BackendError, InputError
+from ..prompt_text import llama_encoder
 from .tokens import split_continuation
 
 
@@ -32,11 +33,12 @@ class LlamaCppScorer:
         self.name = bundle.manifest.name
         self.template = bundle.manifest.prompt
         self.context_length = context_length
+        self._encoder = llama_encoder(self._llm)
         self._evaluated: list[int] = []
         self._lock = threading.Lock()
 
     def _tokens(self, text: str) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return self._encoder.encode(text)
 
     def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
         """(sum of log-probs, token count) of each continuation after its context."""

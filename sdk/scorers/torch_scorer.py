@@ -6,6 +6,7 @@ import threading
 from typing import Sequence
 
 from ..bundle import Bundle
+from ..prompt_text import transformers_encoder
 from .tokens import split_continuation
 
 
@@ -20,6 +21,7 @@ class TorchScorer:
             model, tokenizer = load_hf(bundle, device)
             name, template = bundle.manifest.name, bundle.manifest.prompt
         self.model, self.tokenizer = model, tokenizer
+        self._encode = transformers_encoder(tokenizer).encode
         self.name = name or "model"
         self.template = template
         self._lock = threading.Lock()
@@ -31,8 +33,8 @@ class TorchScorer:
         out = []
         with self._lock, torch.inference_mode():
             for context, continuation in pairs:
-                full = self.tokenizer(context + continuation).input_ids
-                start = split_continuation(full, self.tokenizer(context).input_ids)
+                full = self._encode(context + continuation)
+                start = split_continuation(full, self._encode(context))
                 ids = torch.tensor([full], device=self.model.device)
                 logits = self.model(ids).logits[0, start - 1 : len(full) - 1].float()
                 logprobs = torch.log_softmax(logits, dim=-1)

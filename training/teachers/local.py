@@ -14,9 +14,27 @@ import math
 from typing import Sequence
 
 from rationalizer.errors import UserError
+from rationalizer.prompt_text import Prompt, transformers_encoder
 
+from ..batches import left_padded
 from .base import TeacherOutput, TeacherRequest, read_output
 from .prompts import chat_messages, completion_prompt
+
+
+def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> Prompt:
+    """The tokenizer's chat template over ``messages``: the template's text trusted, every content untrusted.
+
+    Each content is replaced by a sentinel for rendering, then put back as untrusted text, so that a
+    question cannot close its turn with the template's markers.
+    """
+    sentinels = [f"\x00{i}\x00" for i in range(len(messages))]
+    rendered = tokenizer.apply_chat_template([{**m, "content": s} for m, s in zip(messages, sentinels)],
+                                             tokenize=False, add_generation_prompt=True)
+    parts: list[tuple[str, bool]] = []
+    for message, sentinel in zip(messages, sentinels):
+        before, _, rendered = rendered.partition(sentinel)
+        parts += [(before, True), (message["content"], False)]
+    return Prompt(parts + [(rendered, True)])
 
 
 class LocalTeacher:
@@ -41,16 +59,17 @@ class LocalTeacher:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._encoder = transformers_encoder(self.tokenizer)
         self.name = str(model_path)
         self.contrastive, self.lam, self.alpha = contrastive, lam, alpha
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
 
     def render(self, request: TeacherRequest, answer: str) -> str:
-        """The prompt text: the model's chat template when it has one, else the plain few-shot text."""
+        """The prompt text: the model's chat template when it has one (a :class:`Prompt` whose message
+        contents are untrusted data), else the plain few-shot text."""
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(chat_messages(request.example, answer), tokenize=False,
-                                                      add_generation_prompt=True)
+            return chat_prompt(self.tokenizer, chat_messages(request.example, answer))
         return completion_prompt(request.example, answer)
 
     def write(self, requests: Sequence[TeacherRequest]) -> list[TeacherOutput]:
@@ -65,9 +84,10 @@ class LocalTeacher:
         return [read_output(t, r.example) for t, r in zip(texts, requests)]
 
     def _encode(self, texts: list[str]):
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.model.device)
-        positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return enc.input_ids, enc.attention_mask, positions
+        ids, mask = left_padded([self._encoder.encode(t) for t in texts], self.tokenizer.pad_token_id,
+                                self.model.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids, mask, positions
 
     def contrastive_decode(self, targets: list[str], contrasts: list[str], lams: list[float]) -> list[str]:
         """Greedy decoding on the contrastive score, both contexts advanced with the same token."""
