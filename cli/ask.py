@@ -19,7 +19,8 @@ from .options import parse_quality, read_question, split_choices
 @click.option("--model", "-m", "model", type=click.Path(), help="Bundle folder (default: the embedded model).")
 @click.option("--backend", type=click.Choice(["auto", *REGISTRY]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1, 512), help="CPU threads (default: all cores up to 4, else half).")
+@click.option("--threads", type=click.IntRange(1, 512),
+              help="CPU threads (default: the allowed cores other work leaves free; all up to 4, else half).")
 @click.option("--max-tokens", type=click.IntRange(1, 4096), help="Most tokens to generate (default: the bundle's).")
 @click.option("--temperature", "-t", type=click.FloatRange(0, 5), default=0.0, show_default=True,
               help="0 decodes greedily.")

@@ -14,7 +14,7 @@ from rationalizer.atomic import atomic_write_text
 @click.option("--tokens", type=click.IntRange(2, 2048), default=128, show_default=True,
               help="Most tokens per decode run.")
 @click.option("--reps", type=click.IntRange(1, 50), default=3, show_default=True, help="Decode runs per measurement.")
-@click.option("--threads", type=click.IntRange(1, 512), help="CPU threads (default: all cores up to 4, else half).")
+@click.option("--threads", type=click.IntRange(1, 512), help="CPU threads (default: the idle cores this process may use; see the README).")
 @click.option("--device", type=click.Choice(["all", "cpu", "cuda"]), default="all", show_default=True)
 @click.option("--no-peers", is_flag=True, help="Only the SDK's backends, no raw llama-cpp-python/optimum/transformers.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures here.")

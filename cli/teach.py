@@ -54,13 +54,21 @@ def teach_command(question_field: str, answer_field: str, choices_field: str, ra
                       rationale=rationale_field)
     config = TeachConfig(fields=fields, **options)
     teacher = load_teacher(config)
-    with click.progressbar(length=1, label=f"teach via {teacher.name}", file=sys.stderr, show_eta=True,
-                           show_pos=True, item_show_func=lambda s: s) as bar:
-        def progress(n: int, summary: TeachSummary) -> None:
-            bar.length = max(summary.requested, 1)
-            bar.update(n, f"{summary.per_minute:.1f}/min")
+    bars: list = []  # the bar starts with the first result, so an error before any is the only line printed
 
+    def progress(n: int, summary: TeachSummary) -> None:
+        if not bars:
+            bars.append(click.progressbar(length=max(summary.requested, 1), label=f"teach via {teacher.name}",
+                                          file=sys.stderr, show_eta=True, show_pos=True,
+                                          item_show_func=lambda s: s).__enter__())
+        bars[0].length = max(summary.requested, 1)
+        bars[0].update(n, f"{summary.per_minute:.1f}/min")
+
+    try:
         summary = teach(config, teacher, progress)
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
     report = {**to_dict(summary), "teacher": teacher.name, "teacher_accuracy": summary.teacher_accuracy,
               "per_minute": round(summary.per_minute, 2), "out": config.out}
     if as_json:

@@ -9,15 +9,21 @@ import click
 
 def _run(trainer, config, resume: bool, label: str) -> None:
     """Run a trainer with a progress bar (loss and trained tokens/s) on stderr."""
-    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_eta=True, show_pos=True,
-                            item_show_func=lambda s: s)
+    bars: list = []  # the bar starts with the first step, so an error before training is the only line printed
 
     def progress(row: dict) -> None:
+        if not bars:
+            bars.append(click.progressbar(length=1, label=label, file=sys.stderr, show_eta=True, show_pos=True,
+                                          item_show_func=lambda s: s).__enter__())
+        bar = bars[0]
         bar.length, bar.pos = row["total"], row["step"] - 1  # each MaRio round counts its own steps
         bar.update(1, f"loss {row['loss']:.3f}, {row['tokens_per_s']:.0f} tok/s")
 
-    with bar:
+    try:
         out = trainer(config, resume=resume, progress=progress, say=lambda m: click.echo(m, err=True))
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
     click.echo(f"bundle written to {out}")
 
 
@@ -31,7 +37,8 @@ def train_group() -> None:
 @click.option("--train", multiple=True, help="Training file (repeat for several).")
 @click.option("--dev", help="Dev file for evaluation during training.")
 @click.option("--out", help="Output bundle folder.")
-@click.option("--base", help="HF model folder or hub id ('default': the embedded SmolLM2-135M-Instruct).")
+@click.option("--base", help="HF model folder, or a hub id already in the local HF cache "
+              "('default': the embedded SmolLM2-135M-Instruct).")
 @click.option("--objective", type=click.Choice(["iro", "multitask"]))
 @click.option("--train-limit", type=click.IntRange(1))
 @click.option("--max-steps", type=click.IntRange(1))

@@ -51,7 +51,7 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter_dir, str(base_dir)), local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, dtype=torch.float32,
                                                 local_files_only=True)
-    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).eval()
+    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False, local_files_only=True).eval()
     before = _logits(model, tokenizer, texts)
     merged = model.merge_and_unload(safe_merge=True).eval()
     after = _logits(merged, tokenizer, texts)

@@ -40,7 +40,11 @@ class ExportSource:
 
 def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | None = None,
                    progress: Callable[[str], None] = lambda _m: None) -> ExportSource:
-    """Find or build the full-weight checkpoint of ``bundle``; an adapter is merged into ``work/merged``."""
+    """Find or build the full-weight checkpoint of ``bundle``; an adapter is merged into ``work/merged``.
+
+    The bundle's files are read through staged views in ``work`` (:meth:`Bundle.stage`) holding only
+    the files the manifest lists and :meth:`Bundle.verify` checked, never others lying in its folders.
+    """
     resolve = base_resolver or base_model_path
     formats = bundle.formats()
     if "hf" in formats:
@@ -48,11 +52,11 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
         adapter = None
         if "peft" in formats:  # a trainer bundle written with merge=True carries both
             bundle.verify("peft")
-            adapter = bundle.main_file("peft").parent
-        return ExportSource(bundle, bundle.main_file("hf").parent, adapter, base_resolver=resolve)
+            adapter = bundle.stage("peft", work / "source-peft")
+        return ExportSource(bundle, bundle.stage("hf", work / "source-hf"), adapter, base_resolver=resolve)
     if "peft" in formats:
         bundle.verify("peft")
-        adapter = bundle.main_file("peft").parent
+        adapter = bundle.stage("peft", work / "source-peft")
         base = Path(resolve(bundle.manifest.base_model))
         progress(f"merging the LoRA adapter into {base.name}")
         merged = work / "merged"

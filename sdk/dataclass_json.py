@@ -10,6 +10,8 @@ cover, hence this module.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import reprlib
 import types
 import typing
 from typing import Any, TypeVar, Union
@@ -19,6 +21,20 @@ T = TypeVar("T")
 
 class DataclassValueError(ValueError):
     """A dict does not fit the dataclass it should fill; the message names the key."""
+
+
+def _show(value: Any) -> str:
+    """A value from the input as a message shows it: a bounded, one-line repr (a 4,000-digit number
+    or a megabyte of text would drown the message)."""
+    try:
+        return reprlib.repr(value)
+    except ValueError:  # an integer past Python's int-to-text limit (4,300 digits) has no repr
+        return f"<integer of about {int(value.bit_length() * 0.30103)} digits>"
+
+
+def _key(key: Any) -> str:
+    """A dict key as a location shows it: as it is when short and printable, else as a short repr."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 40 else _show(key)
 
 
 def to_dict(obj: Any) -> Any:
@@ -35,6 +51,12 @@ def to_dict(obj: Any) -> Any:
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build ``cls`` from ``data``, checking every field's type; unknown keys are refused."""
     return _convert(cls, data, where or cls.__name__)
+
+
+@functools.cache
+def _fields_of(tp: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A dataclass's resolved type hints and init fields (resolving string annotations is slow)."""
+    return typing.get_type_hints(tp), {f.name: f for f in dataclasses.fields(tp) if f.init}
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -55,15 +77,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(arg, value, where)
             except DataclassValueError as exc:
                 errors.append(str(exc))
-        raise DataclassValueError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
+        raise DataclassValueError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {_show(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise DataclassValueError(f"{where}: expected an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        hints, fields = _fields_of(tp)
         unknown = sorted(set(value) - set(fields))
         if unknown:
-            raise DataclassValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+            raise DataclassValueError(f"{where}: unknown key {_show(unknown[0])} (known: {', '.join(fields)})")
         kwargs = {}
         for name, field in fields.items():
             if name in value:
@@ -80,22 +101,25 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise DataclassValueError(f"{where}: expected an object, got {type(value).__name__}")
         key_tp, val_tp = typing.get_args(tp) or (Any, Any)
-        return {_convert(key_tp, k, where): _convert(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {_convert(key_tp, k, where): _convert(val_tp, v, f"{where}.{_key(k)}") for k, v in value.items()}
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise DataclassValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+            raise DataclassValueError(f"{where}: {_show(value)} is not one of {', '.join(map(repr, allowed))}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DataclassValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise DataclassValueError(f"{where}: expected a number, got {_show(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits has no float
+            raise DataclassValueError(f"{where}: number {_show(value)} is too large") from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DataclassValueError(f"{where}: expected an integer, got {value!r}")
+            raise DataclassValueError(f"{where}: expected an integer, got {_show(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise DataclassValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+            raise DataclassValueError(f"{where}: expected {tp.__name__}, got {_show(value)}")
         return value
     return value

@@ -10,6 +10,12 @@ reads answers the same way.
 from __future__ import annotations
 
 import json
+import math
+import re
+import reprlib
+import stat
+import string
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,23 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "rationalizer.json"
 KNOWN_FORMATS = ("gguf", "onnx", "hf", "peft")
 PARSER_STRATEGIES = ("marker", "leading", "mention")
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_DEPTH = 64
+"""Deepest nesting of JSON objects and lists a manifest may have (a real one has under 10 levels)."""
+MAX_CONTEXT = 1 << 20
+"""Largest ``generation.context_length`` accepted; each backend also checks its model's own limit at load."""
+MAX_QUESTION_CHARS = 1_000_000
+MAX_LEVELS = 100
+MAX_FILE_SIZE = 1 << 50
+TEMPLATE_FIELDS = {
+    "prompt.chat": ("system", "user"),
+    "prompt.user": ("codes", "question", "choices"),
+    "prompt.choices_block": ("choices",),
+    "prompt.choice_item": ("label", "text"),
+    "control.code_format": ("name", "level"),
+}
+"""The placeholders each format string of a manifest may use (``{{`` and ``}}`` write literal braces)."""
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 @dataclass
@@ -136,16 +159,14 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> "Manifest":
         """Parse and validate manifest JSON; ``source`` names the file in errors."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        data = _parse_json(text, source)
         if not isinstance(data, dict):
             raise BundleError(f"{source}: expected a JSON object")
+        _check_tree(data, source)
         version = data.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise BundleError(
-                f"{source}: manifest format version {version!r} is not supported "
+                f"{source}: manifest format version {_short(version)} is not supported "
                 f"(this rationalizer reads version {FORMAT_VERSION}; upgrade rationalizer or re-export the bundle)"
             )
         try:
@@ -160,16 +181,148 @@ class Manifest:
         """Read ``rationalizer.json`` from a bundle folder."""
         path = Path(folder) / MANIFEST_NAME
         try:
+            # stat first: reading a FIFO would block forever, and a huge file would fill memory
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise BundleError(f"{path}: not a regular file")
+            if info.st_size > MAX_MANIFEST_BYTES:
+                raise BundleError(f"{path}: {info.st_size} bytes, more than a manifest has "
+                                  f"(at most {MAX_MANIFEST_BYTES})")
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise BundleError(f"{path}: no manifest here; is {folder} a rationalizer bundle?") from None
-        except UnicodeDecodeError:
-            raise BundleError(f"{path}: not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        except OSError as exc:  # a symlink loop, a permission, an I/O error
+            raise BundleError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
         return cls.from_json(text, str(path))
 
     def reward_names(self) -> list[str]:
         """Names of the control scheme's rewards, in code order."""
         return [r.name for r in self.control.rewards]
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object names one key twice (raised from inside ``json.loads``)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses repeated keys: ``json`` keeps the last one silently, so
+    a manifest with two ``files`` entries would read one way here and another way elsewhere."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def _parse_json(text: str, source: str) -> Any:
+    """``json.loads`` with every way it can fail turned into one :class:`BundleError` line."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except _RepeatedKey as exc:
+        raise BundleError(f"{source}: key {_short(exc.args[0])} appears twice in one object") from None
+    except RecursionError:
+        raise BundleError(f"{source}: JSON nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except ValueError as exc:  # an integer longer than Python's int-conversion limit
+        if "integer string conversion" in str(exc):
+            raise BundleError(f"{source}: a number has more than {sys.get_int_max_str_digits()} digits") from None
+        raise BundleError(f"{source}: not valid JSON ({_short(str(exc))})") from None
+
+
+def _check_tree(data: Any, source: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` and text that is not valid Unicode (a lone
+    surrogate from ``"\\ud800"`` cannot be printed, encoded for a tokenizer, or used in a path)."""
+    if _tree_is_sound(data):
+        return
+    # a second, slower walk that keeps each value's location, to name it
+    stack: list[tuple[Any, str, int]] = [(data, "manifest", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BundleError(f"{source}: JSON nested too deeply (at most {MAX_DEPTH} levels)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"{where} key", source)
+                stack.append((item, f"{where}.{_key_text(key)}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, where, source)
+
+
+def _tree_is_sound(data: Any) -> bool:
+    """Whether :func:`_check_tree` would pass, found without building locations (the common case)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    try:
+        while stack:
+            value, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                return False
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    key.encode("utf-8")
+                    stack.append((item, depth + 1))
+            elif isinstance(value, list):
+                stack.extend((item, depth + 1) for item in value)
+            elif isinstance(value, str):
+                value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str, where: str, source: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BundleError(f"{source}: {where}: not valid Unicode text (lone surrogate "
+                          f"{text[exc.start]!r} at character {exc.start})") from None
+
+
+def _key_text(key: str) -> str:
+    """A key as a message shows it: as it is when short and printable, else as a short repr."""
+    return key if key.isprintable() and len(key) <= 40 else _short(key)
+
+
+def _short(value: Any) -> str:
+    """A bounded one-line repr of a value read from the file, for messages."""
+    try:
+        return reprlib.repr(value)
+    except ValueError:  # an integer past Python's int-to-text limit (4,300 digits) has no repr
+        return f"<integer of about {int(value.bit_length() * 0.30103)} digits>"
+
+
+def check_template(fmt: str, label: str, source: str = MANIFEST_NAME) -> set[str]:
+    """Check one format string of a manifest (``label`` as in :data:`TEMPLATE_FIELDS`, e.g. ``prompt.user``)
+    and return the placeholders it uses.
+
+    :class:`BundleError` for an unbalanced brace or a placeholder that is not one of the label's
+    names, positional (``{0}``), attribute, index, conversion (``!r``) or format spec included.
+    """
+    allowed = TEMPLATE_FIELDS[label]
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError as exc:
+        raise BundleError(f"{source}: {label}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    used = set()
+    for _literal, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in allowed or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise BundleError(f"{source}: {label}: placeholder {_short(shown)} is not allowed (allowed: "
+                              f"{', '.join('{' + a + '}' for a in allowed)}; write a literal brace as {{{{ or }}}})")
+        used.add(name)
+    return used
+
+
+def _check_range(value: int, low: int, high: int, label: str, source: str) -> None:
+    if not low <= value <= high:
+        raise BundleError(f"{source}: {label} is {_short(value)}; it must be in {low}..{high}")
 
 
 def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
@@ -183,38 +336,62 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
             _check_relative_path(wf.path, source)
             if len(wf.sha256) != 64 or any(c not in "0123456789abcdef" for c in wf.sha256):
                 raise BundleError(f"{source}: {wf.path}: sha256 must be 64 lowercase hex digits")
-            if wf.size < 0:
-                raise BundleError(f"{source}: {wf.path}: negative size")
-    for name in ("{question}",):
-        if name not in manifest.prompt.user:
-            raise BundleError(f"{source}: prompt.user must contain {name}")
-    if "{user}" not in manifest.prompt.chat:
+            _check_range(wf.size, 0, MAX_FILE_SIZE, f"{wf.path}: size", source)
+            if wf.package is not None and not _PACKAGE_NAME.fullmatch(wf.package):
+                raise BundleError(f"{source}: {wf.path}: {_short(wf.package)} is not a package name")
+    prompt = manifest.prompt
+    templates = {"prompt.chat": prompt.chat, "prompt.user": prompt.user, "prompt.choices_block": prompt.choices_block,
+                 "prompt.choice_item": prompt.choice_item, "control.code_format": manifest.control.code_format}
+    used = {label: check_template(fmt, label, source) for label, fmt in templates.items()}
+    # parsed names, not substrings: "{{question}}" is the literal text "{question}", not the question
+    if "question" not in used["prompt.user"]:
+        raise BundleError(f"{source}: prompt.user must contain {{question}}")
+    if "user" not in used["prompt.chat"]:
         raise BundleError(f"{source}: prompt.chat must contain {{user}}")
+    if not manifest.parser.marker.strip():
+        raise BundleError(f"{source}: parser.marker must not be empty")
     unknown = [s for s in manifest.parser.strategies if s not in PARSER_STRATEGIES]
     if unknown:
-        raise BundleError(f"{source}: unknown parser strategy {unknown[0]!r} (known: {', '.join(PARSER_STRATEGIES)})")
+        raise BundleError(f"{source}: unknown parser strategy {_short(unknown[0])} "
+                          f"(known: {', '.join(PARSER_STRATEGIES)})")
     control = manifest.control
     names = [r.name for r in control.rewards]
     if len(set(names)) != len(names):
         raise BundleError(f"{source}: control.rewards names repeat")
     levels = {r.name: r.levels for r in control.rewards}
     for r in control.rewards:
+        # a name is typed in `--quality name=level,...`: it cannot hold that text's separators
+        if (not 0 < len(r.name) <= 64 or any(c in r.name for c in ",=") or not r.name.isprintable()
+                or r.name != r.name.strip()):
+            raise BundleError(f"{source}: reward name {_short(r.name)} must be printable text of 1 to 64 characters "
+                              "without ',' or '=' or surrounding spaces")
         if r.levels < 1:
             raise BundleError(f"{source}: reward {r.name!r} needs at least one level")
-        if r.bin_edges is not None and len(r.bin_edges) != r.levels - 1:
-            raise BundleError(f"{source}: reward {r.name!r} has {r.levels} levels but {len(r.bin_edges)} bin edges")
-    for label, selection in [("default", control.default), *((f"presets.{k}", v) for k, v in control.presets.items())]:
+        _check_range(r.levels, 1, MAX_LEVELS, f"reward {r.name!r} levels", source)
+        if r.bin_edges is not None:
+            if len(r.bin_edges) != r.levels - 1:
+                raise BundleError(f"{source}: reward {r.name!r} has {r.levels} levels but {len(r.bin_edges)} bin edges")
+            if not all(math.isfinite(e) for e in r.bin_edges) or r.bin_edges != sorted(r.bin_edges):
+                raise BundleError(f"{source}: reward {r.name!r}: bin_edges must be finite numbers in increasing order")
+    presets = [(f"presets.{_key_text(k)}", v) for k, v in control.presets.items()]
+    for label, selection in [("default", control.default), *presets]:
         for name, level in selection.items():
             if name not in levels:
-                raise BundleError(f"{source}: control.{label} names unknown reward {name!r}")
+                raise BundleError(f"{source}: control.{label} names unknown reward {_short(name)}")
             if not 1 <= level <= levels[name]:
-                raise BundleError(f"{source}: control.{label}: {name}={level} is outside 1..{levels[name]}")
-    if manifest.generation.max_new_tokens < 1 or manifest.generation.context_length < 16:
+                raise BundleError(f"{source}: control.{label}: {name}={_short(level)} is outside 1..{levels[name]}")
+    generation = manifest.generation
+    if generation.max_new_tokens < 1 or generation.context_length < 16:
         raise BundleError(f"{source}: generation limits are too small")
+    _check_range(generation.context_length, 16, MAX_CONTEXT, "generation.context_length", source)
+    _check_range(generation.max_new_tokens, 1, generation.context_length - 1, "generation.max_new_tokens", source)
+    _check_range(generation.max_question_chars, 1, MAX_QUESTION_CHARS, "generation.max_question_chars", source)
 
 
 def _check_relative_path(path: str, source: str) -> None:
     """Refuse file names that could point outside the bundle (absolute, ``..``, drive letters)."""
+    if not path.isprintable():  # NUL makes os calls raise ValueError; a line break splits the message
+        raise BundleError(f"{source}: file path {_short(path)} holds control characters")
     parts = path.replace("\\", "/").split("/")
     if not path or path.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or "" in parts:
         raise BundleError(f"{source}: file path {path!r} leaves the bundle folder or is not a plain relative path")

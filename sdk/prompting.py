@@ -120,11 +120,19 @@ def resolve_quality(scheme: ControlScheme, quality: Quality) -> dict[str, int]:
 
 
 def _parse_quality_text(text: str) -> dict[str, int]:
+    """``"name=level,..."`` as a dict; levels are ASCII integers (range checks are the caller's)."""
     out: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, level = part.partition("=")
-        if not sep or not name.strip() or not level.strip().lstrip("-").isdigit():
-            raise InputError(f"cannot read quality {part!r}: expected name=level, e.g. diversity=5")
+        level = level.strip()
+        shown = part if len(part) <= 40 else part[:37] + "..."
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses with a ValueError
+        if not sep or not name.strip() or not re.fullmatch(r"[+-]?[0-9]+", level):
+            raise InputError(f"cannot read quality {shown!r}: expected name=level, e.g. diversity=5")
+        if len(name.strip()) > 64:  # reward names are at most 64 characters (manifest.validate)
+            raise InputError(f"cannot read quality {shown!r}: a name of {len(name.strip())} characters is no quality code")
+        if len(level.lstrip("+-").lstrip("0")) > 9:  # int() of 4,300+ digits raises; no scheme has such levels
+            raise InputError(f"quality {name.strip()[:40]!r}: level of {len(level)} digits is out of range")
         out[name.strip()] = int(level)
     return out
 

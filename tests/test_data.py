@@ -31,7 +31,7 @@ def test_errors_name_file_and_line_and_skip_invalid_counts_them(tmp_path):
         read_dataset(path)
     examples, report = read_dataset(path, skip_invalid=True)
     assert [e.id for e in examples] == ["1", "2"]
-    assert report.invalid == 2 and report.errors[0].endswith("d.jsonl:2: not valid JSON (JSONDecodeError)")
+    assert report.invalid == 2 and "d.jsonl:2: not valid JSON (Expecting property name" in report.errors[0]
     assert "d.jsonl:3: 'question' must be non-empty text" in report.errors[1]
 
 

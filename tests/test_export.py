@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import write_jsonl
-from rationalizer import Bundle, Rationalizer
+from rationalizer import Bundle, Prompt, Rationalizer
 from rationalizer.errors import UserError
 from rationalizer.export.config import ExportConfig
 from rationalizer.export.pipeline import run_export
@@ -121,7 +121,8 @@ def test_onnx_backend_samples_reproducibly_and_stops_at_the_budget(exported):
         a = model.rationalize("Is the sun a star?", temperature=1.0, top_p=0.9, seed=7, max_new_tokens=6)
         b = model.rationalize("Is the sun a star?", temperature=1.0, top_p=0.9, seed=7, max_new_tokens=6)
         assert a.text == b.text and a.tokens_generated <= 6
-        assert model.count_tokens("<|im_start|>") == 1
+        assert model.count_tokens(Prompt.template("<|im_start|>")) == 1  # a control token where the template has it
+        assert model.count_tokens("<|im_start|>") > 1  # and plain text anywhere else
 
 
 def test_adapter_merge_matches_the_unmerged_model(peft_bundle, tiny_bundle, tmp_path):

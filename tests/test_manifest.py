@@ -132,7 +132,3 @@ def test_default_bundle_is_the_distilled_adapter_over_the_packaged_base():
     assert m.provenance["sft_config"]["counterfactual_alpha"] > 0 and m.provenance["mario_config"]["rounds"] >= 2
 
 
-def test_a_folder_named_like_an_embedded_bundle_takes_precedence(tmp_path, monkeypatch):
-    write_bundle(tmp_path / "base", {"m.gguf": b"GGUF"}, name="mine")
-    monkeypatch.chdir(tmp_path)
-    assert Bundle.load("base").manifest.name == "mine"

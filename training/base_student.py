@@ -51,8 +51,9 @@ def build_default_base(progress: Callable[[str], None] = print, check: bool = Tr
     bundle.verify("gguf")
     gguf = bundle.main_file("gguf")
     progress(f"building the default base checkpoint from {gguf.name} (once; cached in {target.parent})")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                     local_files_only=True)
     config = LlamaConfig(**{k: v for k, v in quantized.config.to_dict().items()
                             if k not in ("quantization_config", "_name_or_path", "transformers_version")})
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -89,8 +90,8 @@ def check_against_gguf(hf_path: Path, gguf: Path, prompts: tuple[str, ...] = CHE
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(hf_path)
-    model = AutoModelForCausalLM.from_pretrained(hf_path, use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(hf_path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(hf_path, use_safetensors=True, local_files_only=True).eval()
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False)
     agree, worst = 0, 0.0
     try:

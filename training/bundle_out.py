@@ -20,6 +20,13 @@ def _entries(folder: Path, root: Path, main: str) -> list[WeightFile]:
     return files
 
 
+def context_length(model, default: int = GenerationDefaults().context_length) -> int:
+    """The bundle's context: the default, or less where the model was trained on shorter sequences
+    (llama.cpp refuses a context past the trained one)."""
+    trained = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(default, trained) if isinstance(trained, int) and trained > 0 else default
+
+
 def write_bundle(out: Path, model, tokenizer, name: str, base: str, template: PromptTemplate,
                  control: ControlScheme | None = None, provenance: dict[str, Any] | None = None,
                  eval_results: dict[str, Any] | None = None, merge: bool = False,
@@ -43,7 +50,8 @@ def write_bundle(out: Path, model, tokenizer, name: str, base: str, template: Pr
         name=name, base_model=base, files=files, distilled=True,
         description=f"{name}: LoRA-distilled from {base} by rationalizer",
         prompt=template, control=control or ControlScheme(), parser=ParserSettings(strategies=["marker"]),
-        generation=GenerationDefaults(max_new_tokens=max_new_tokens), provenance=provenance or {},
+        generation=GenerationDefaults(max_new_tokens=max_new_tokens, context_length=context_length(model)),
+        provenance=provenance or {},
         eval_results=eval_results or {},
     )
     manifest.save(out)

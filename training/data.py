@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from rationalizer.atomic import atomic_write_text
-from rationalizer.dataset import DataError, Example, example_from_dict, iter_jsonl
+from rationalizer.dataset import (UTF8_BOM, DataError, Example, decode_json_line, example_from_dict, iter_jsonl,
+                                  not_utf8, open_data_file)
 
 
 @dataclass
@@ -50,29 +51,64 @@ def _remap(row: dict[str, Any], fields: FieldMap) -> dict[str, Any]:
     return out
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        handle = path.open("r", encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        try:
-            for row in reader:
-                yield reader.line_num, dict(row)
-        except UnicodeDecodeError:
-            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text") from None
-        except csv.Error as exc:
-            raise DataError(f"{path}:{reader.line_num}: {exc}") from None
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """(line where the record starts, cells by column name) for every record of a CSV file.
+
+    Lines are read as bytes and decoded one by one, so a bad byte is reported on its own line
+    (a decoder reading ahead in chunks reports a line far before it); a record spanning lines is
+    numbered by its first line. A UTF-8 BOM (spreadsheets write one) is dropped, so the first
+    column keeps its name. A bad record is yielded as a :class:`DataError` for the caller to
+    raise or skip; a bad header line raises.
+    """
+    bad_lines: dict[int, DataError] = {}
+
+    def lines(handle) -> Iterator[str]:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad_lines[number] = not_utf8(f"{path}:{number}", raw, exc)
+                yield raw.decode("utf-8", "surrogateescape")  # kept in step with the file; the record is refused
+
+    with open_data_file(path) as handle:
+        reader = csv.reader(lines(handle), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        header: list[str] | None = None
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                problem: DataError | None = DataError(f"{path}:{start}: not valid CSV ({exc})")
+                cells = []
+            else:
+                problem = next((bad_lines[n] for n in range(start, reader.line_num + 1) if n in bad_lines), None)
+            if header is None:
+                if problem is not None:
+                    raise problem
+                if cells:
+                    header = [name.strip() for name in cells]
+                continue
+            if problem is not None:
+                yield start, problem
+            elif len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+                yield start, DataError(f"{path}:{start}: {len(cells)} cells, "
+                                       f"but the header names {len(header)} columns")
+            elif cells:  # a blank line is no record
+                yield start, {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header)}
 
 
-def _csv_value(row: dict[str, Any], fields: FieldMap) -> dict[str, Any]:
+def _csv_value(row: dict[str, Any], fields: FieldMap, where: str) -> dict[str, Any]:
     """CSV cells are text: choices are 'a|b|c' or a JSON list; empty cells are null."""
     out = {k: (v if v not in ("", None) else None) for k, v in row.items()}
     choices = out.get(fields.choices)
     if isinstance(choices, str):
         text = choices.strip()
-        out[fields.choices] = json.loads(text) if text.startswith("[") else [c.strip() for c in text.split("|")]
+        out[fields.choices] = (decode_json_line(text.encode("utf-8"), where) if text.startswith("[")
+                               else [c.strip() for c in text.split("|")])
     return out
 
 
@@ -92,8 +128,10 @@ def read_dataset(path: str | Path, fields: FieldMap | None = None, skip_invalid:
     for number, row in rows:
         where = f"{p}:{number}"
         try:
+            if isinstance(row, DataError):
+                raise row
             if p.suffix.lower() in (".csv", ".tsv"):
-                row = _csv_value(row, fields)
+                row = _csv_value(row, fields, where)
             examples.append(example_from_dict(_remap(row, fields) if isinstance(row, dict) else row, where, f"line-{number}"))
         except (DataError, ValueError) as exc:
             message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
@@ -111,22 +149,12 @@ def read_dataset(path: str | Path, fields: FieldMap | None = None, skip_invalid:
 
 def _jsonl_rows(path: Path, report: ReadReport, skip_invalid: bool) -> Iterator[tuple[int, Any]]:
     """Like :func:`iter_jsonl`, but a bad JSON line is skipped and counted when asked."""
-    if not skip_invalid:
-        yield from iter_jsonl(path)
-        return
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield number, json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            report.invalid += 1
-            if len(report.errors) < 20:
-                report.errors.append(f"{path}:{number}: not valid JSON ({type(exc).__name__})")
+    def skip(number: int, error: DataError) -> None:
+        report.invalid += 1
+        if len(report.errors) < 20:
+            report.errors.append(str(error))
+
+    yield from iter_jsonl(path, on_error=skip if skip_invalid else None)
 
 
 def _key(example: Example) -> str:

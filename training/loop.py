@@ -17,6 +17,39 @@ def _log(path: Path, row: dict[str, Any]) -> None:
         handle.write(json.dumps(row) + "\n")
 
 
+def rewind_log(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrite the JSONL log ``path`` atomically with only the rows ``keep`` accepts; return how many went.
+
+    A resumed run repeats the steps after its checkpoint, so their rows (and a line torn by
+    the kill) must go, or the log holds those steps twice.
+    """
+    from rationalizer.atomic import atomic_write_text
+
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+            row = json.loads(text)
+        except (ValueError, RecursionError):
+            row = None
+        if isinstance(row, dict) and keep(row):
+            kept.append(text.rstrip("\r") + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(kept))
+    return dropped
+
+
+def _shown(value: float | None, digits: int) -> str:
+    """A dev metric as the log line shows it: n/a when it could not be computed (as eval prints)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def run_training(accelerator, student, items, config, out: Path, resume: bool, progress: Callable | None,
                  evaluate: Callable[[], dict[str, float]] | None, extra_loss: Callable | None = None) -> dict[str, Any]:
     """Train ``student.model`` on ``items``; returns step counts, timing and the best dev figures.
@@ -29,6 +62,11 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
 
     world, rank = accelerator.num_processes, accelerator.process_index
     batches_per_epoch = len(batch_order(items, config.batch_size, config.seed, 0, config.group_by_length)) // world
+    if batches_per_epoch == 0:  # each process needs a batch, or the loop would wait forever for a step
+        from rationalizer.errors import UserError
+
+        raise UserError(f"{len(items)} training sequences make fewer batches of {config.batch_size} than there are "
+                        f"processes ({world}): use a smaller batch size or fewer processes")
     steps_per_epoch = max(1, batches_per_epoch // config.grad_accum)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     params = [p for p in student.model.parameters() if p.requires_grad]
@@ -46,6 +84,8 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     if found is not None:
         state = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
         if accelerator.is_main_process:
+            # the log goes on from the checkpoint's step: rows of the steps to be redone go
+            rewind_log(log, lambda row: isinstance(row.get("step"), int) and row["step"] <= state["step"])
             print(f"resumed from {found.name}")
     elif accelerator.is_main_process and log.exists():
         log.unlink()
@@ -53,7 +93,7 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     if evaluate is not None and found is None and accelerator.is_main_process:
         before = evaluate()  # the starting point, so every run reports before and after
         _log(log, {"kind": "eval", "step": 0, **before})
-        print(f"step 0: dev loss {before['dev_loss']:.4f}, dev accuracy {before['dev_accuracy']:.3f}")
+        print(f"step 0: dev loss {_shown(before['dev_loss'], 4)}, dev accuracy {_shown(before['dev_accuracy'], 3)}")
     started = time.perf_counter() - state["wall_time_s"]
     model.train()
     stop = state["step"] >= total
@@ -113,7 +153,10 @@ def _evaluate(accelerator, evaluate, state, config, out: Path, log: Path, model)
 
     metrics = evaluate()
     _log(log, {"kind": "eval", "step": state["step"], **metrics})
-    print(f"step {state['step']}: dev loss {metrics['dev_loss']:.4f}, dev accuracy {metrics['dev_accuracy']:.3f}")
+    print(f"step {state['step']}: dev loss {_shown(metrics['dev_loss'], 4)}, "
+          f"dev accuracy {_shown(metrics['dev_accuracy'], 3)}")
+    if metrics["dev_accuracy"] is None:  # nothing to choose the best adapter or stop early by
+        return False
     if state["best_dev_accuracy"] is None or metrics["dev_accuracy"] > state["best_dev_accuracy"]:
         state.update(best_dev_accuracy=metrics["dev_accuracy"], best_dev_loss=metrics["dev_loss"],
                      best_step=state["step"], stale=0)

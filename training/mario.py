@@ -43,14 +43,19 @@ def load_policy(sft_bundle: str) -> tuple[Student, Any]:
     from rationalizer.backends.hf import base_model_path, tokenizer_folder
 
     bundle = Bundle.load(sft_bundle)
-    adapter = bundle.main_file("peft").parent
+    bundle.verify("peft")
     base = base_model_path(bundle.manifest.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter, base))
-    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
-                                                                           dtype=torch.float32), adapter,
-                                       is_trainable=True)
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
-                                                                              dtype=torch.float32), adapter)
+    with bundle.staged("peft") as adapter:  # only the listed adapter files, just verified
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter, base, label=bundle.folder),
+                                                  local_files_only=True)
+        policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
+                                                                               dtype=torch.float32,
+                                                                               local_files_only=True),
+                                           adapter, is_trainable=True, local_files_only=True)
+        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
+                                                                                  dtype=torch.float32,
+                                                                                  local_files_only=True),
+                                              adapter, local_files_only=True)
     reference = reference.merge_and_unload().eval().requires_grad_(False)
     return Student(policy, tokenizer, bundle.manifest.prompt, bundle.manifest.base_model), reference
 
@@ -127,9 +132,11 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     from accelerate.utils import set_seed
 
     from .bundle_out import write_bundle
-    from .loop import _log, run_training
+    from .config import check_config
+    from .loop import _log, rewind_log, run_training
     from .plots import plot_metrics
 
+    check_config(config)
     if not config.sft:
         from rationalizer.errors import UserError
 
@@ -158,6 +165,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         set_peft_model_state_dict(student.model, load_file(str(out / f"round-{done_rounds}" / "adapter.safetensors")))
         pool = [Sample(Example(**row["example"]), row["rationale"], row["answer"], row["source"])
                 for row in map(json.loads, (out / "pool.jsonl").read_text().splitlines())]
+        rewind_log(log, lambda row: row.get("round", 0) <= done_rounds)  # rows of the round that was cut off
         say(f"resumed after round {done_rounds}")
     elif log.exists():
         log.unlink()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from rationalizer.atomic import atomic_write_text
 from rationalizer.dataset import Example
 
-from .config import SFTConfig, save_config
+from .config import SFTConfig, check_config, save_config
 from .items import TrainItem, build_items, template_for
 
 Progress = Callable[[dict[str, Any]], None]
@@ -41,15 +41,41 @@ def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> 
 
     from .base_student import resolve_base
 
-    path = resolve_base(config.base, progress)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    path = local_base(config.base, resolve_base(config.base, progress))
+    # local files only: nothing is downloaded at run time, and a missing base must not look like a network error
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32,
+                                                 local_files_only=True)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
     return Student(get_peft_model(model, lora), tokenizer, template_for(tokenizer, objective=config.objective),
                    config.base)
+
+
+def local_base(spec: str, path: str) -> str:
+    """``path`` if it is an HF model folder or a hub id already in the local Hugging Face cache;
+    otherwise a one-line :class:`UserError` naming ``spec`` (nothing is downloaded)."""
+    from rationalizer.errors import UserError
+
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UserError(f"base model {spec}: {folder} holds no config.json (an HF model folder is needed)")
+        return str(folder)
+    if folder.exists():
+        raise UserError(f"base model {spec}: {folder} is a file, not an HF model folder")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except (ValueError, OSError):  # not a hub id at all, e.g. an absolute path
+        cached = None
+    if isinstance(cached, str):
+        return path
+    raise UserError(f"base model {spec} is not on disk (no such folder, nor in the local Hugging Face cache); "
+                    "give an HF model folder (--base PATH) or 'default': nothing is downloaded at run time")
 
 
 def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorrect: bool = True,
@@ -93,9 +119,12 @@ def policy_rationalizer(student: Student, folder: Path, max_new_tokens: int, con
     from rationalizer.backends.hf import TorchBackend
     from rationalizer.manifest import ControlScheme, GenerationDefaults, Manifest, ParserSettings
 
+    from .bundle_out import context_length
+
     manifest = Manifest(name="policy", base_model=student.base, files={}, prompt=student.template,
                         control=control or ControlScheme(), parser=ParserSettings(strategies=["marker"]),
-                        generation=GenerationDefaults(max_new_tokens=max_new_tokens))
+                        generation=GenerationDefaults(max_new_tokens=max_new_tokens,
+                                                      context_length=context_length(student.model)))
     backend = TorchBackend.from_model(student.model, student.tokenizer, manifest)
     return Rationalizer(Bundle(folder, manifest), backend, "torch", "hf", str(student.model.device))
 
@@ -122,9 +151,11 @@ def evaluate_dev(student: Student, dev_items: list[TrainItem], dev_examples: lis
                              max_new_tokens=config.max_new_tokens, seed=config.seed)
     run = evaluate(policy_rationalizer(student, folder, config.max_new_tokens), sample, eval_config, Judges())
     model.train()
-    return {"dev_loss": sum(losses) / max(len(losses), 1),
-            "dev_accuracy": run.summary["metrics"]["accuracy"]["value"] or 0.0,
-            "dev_unparseable": run.summary["metrics"]["unparseable_rate"]["value"] or 0.0}
+    metrics = run.summary["metrics"]
+    # None (printed n/a) where a figure cannot be computed: without a dev rationale there is no loss
+    return {"dev_loss": sum(losses) / len(losses) if losses else None,
+            "dev_accuracy": metrics["accuracy"]["value"] if sample else None,
+            "dev_unparseable": metrics["unparseable_rate"]["value"] if sample else None}
 
 
 def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None = None,
@@ -133,6 +164,7 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    check_config(config)
     out = Path(config.out)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
                               mixed_precision="bf16" if config.precision == "bf16" else "no",
@@ -149,6 +181,10 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
     dev_examples = read_training_files([config.dev], None) if config.dev else []
     dev_items = build_items(dev_examples[: config.eval_samples], student.tokenizer, student.template,
                             config.objective, max_length=config.max_length)[0] if dev_examples else []
+    if dev_examples and not dev_items and not any(e.kind == "factual" for e in dev_examples):
+        say(f"{config.dev}: no row gives a dev loss (none has a rationale) or accuracy (none is factual); "
+            "training without evaluation")
+        dev_examples = []
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train_config.json")

@@ -7,7 +7,6 @@ backend sees exactly the same input text.
 
 from __future__ import annotations
 
-import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -88,16 +87,30 @@ class Backend(ABC):
 
 
 def default_threads() -> int:
-    """CPU threads for generation: every core on small machines, half of them on large ones.
+    """CPU threads for generation: the cores this process may use that other work leaves free.
 
-    On a machine with many logical CPUs half are usually hyperthreads, which slow
-    llama.cpp's decode down rather than up; on 2 to 4 cores every one helps.
+    Cores that may be used: the affinity mask (``sched_getaffinity``: ``taskset``, a container's
+    cpuset), capped by a cgroup CPU quota (``docker --cpus``). Of those, every one up to 4, half
+    beyond (many logical CPUs are mostly hyperthreads, which slow llama.cpp's decode down). Then
+    the cores other runnable tasks keep busy are left out: the busy share of each allowed core over
+    0.1 s, read from ``/proc/stat`` while this process sleeps (the 1-minute load average where that
+    file is missing), rounded to whole cores. At least 1.
+
+    Why load matters: llama.cpp's threads wait for each other at every step, so one thread that
+    must share its core with another job stalls them all. With one busy job on 2 cores an answer
+    took 40.5 s on 2 threads and 0.64 s on 1; too few threads costs at most a proportional
+    slowdown. A job that starts later is not seen; ``threads=`` (``--threads``) overrides this.
     """
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    return available if available <= 4 else available // 2
+    from . import cpu_load
+
+    cpus = cpu_load.allowed_cpus()
+    usable = cpu_load.usable_cores()
+    share = cpu_load.busy_cores(cpus)
+    if share is None:
+        share = cpu_load.loadavg_busy(len(cpus)) or 0.0
+    busy = int(share * usable / max(len(cpus), 1) + 0.5)  # under a quota, others' work spreads over all of cpus
+    wanted = usable if usable <= 4 else usable // 2
+    return max(1, min(wanted, usable - busy))
 
 
 class StopStringFilter:

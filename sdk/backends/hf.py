@@ -31,9 +31,19 @@ def _torch():
 
 
 def base_model_path(spec: str) -> str:
-    """A PEFT bundle's base: a folder or hub id as written, or the cached default base checkpoint."""
+    """A PEFT bundle's base as a local folder: the folder written, a hub id's snapshot already in the
+    Hugging Face cache, or the cached default base checkpoint. Nothing is downloaded: a base that is not
+    on this machine is a :class:`BundleError` that names it and says how to provide it."""
     if spec != "default":
-        return spec
+        local = Path(spec).expanduser()
+        if local.is_dir():
+            return str(local)
+        cached = _hub_snapshot(spec)
+        if cached is not None:
+            return cached
+        raise BundleError(f"the base model {spec!r} is not on this machine and nothing is downloaded at run time; "
+                          "write a local checkpoint folder as the manifest's base_model, or put the model in the "
+                          "Hugging Face cache beforehand (`hf download " + spec + "` where there is network)")
     path = default_base_checkpoint()
     if not (path / "model.safetensors").exists():
         raise UserError(f"the default base checkpoint is not built yet ({path}); build it with "
@@ -41,10 +51,32 @@ def base_model_path(spec: str) -> str:
     return str(path)
 
 
-def tokenizer_folder(adapter_dir: Path, base: str) -> str:
-    """Where a PEFT adapter's tokenizer lies: beside the adapter when saved there (the trainer does),
-    else the base model's (an adapter shipped without a copy of an unchanged tokenizer)."""
-    return str(adapter_dir) if (adapter_dir / "tokenizer_config.json").exists() else base
+def _hub_snapshot(repo_id: str) -> str | None:
+    """The folder of ``repo_id``'s cached snapshot in the Hugging Face cache, looked up offline; None
+    when it is not there (or ``repo_id`` is no hub id)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached, not a valid repo id, or no huggingface_hub: all mean "not on disk"
+        return None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+"""Any of these makes a folder hold a tokenizer (tokenizer_config.json alone holds no vocabulary)."""
+
+
+def tokenizer_folder(adapter_dir: Path, base: str | None = None, label: str | Path | None = None) -> str:
+    """Where a model's tokenizer lies: ``adapter_dir`` (a staged view of the bundle's listed files) when
+    it holds one (the trainer saves it beside the adapter), else the base model's (an adapter shipped
+    without a copy of an unchanged tokenizer); :class:`BundleError` when neither has one, naming
+    ``adapter_dir`` as ``label`` (the bundle's folder rather than its temporary view)."""
+    for folder in (adapter_dir, *([Path(base)] if base is not None else [])):
+        if any((folder / name).is_file() for name in TOKENIZER_FILES):
+            return str(folder)
+    where = f", nor does its base {base} hold one" if base is not None else ""
+    raise BundleError(f"{label or adapter_dir}: lists no tokenizer ({', '.join(TOKENIZER_FILES)}){where}; "
+                      "a bundle must carry the tokenizer its model was trained with")
 
 
 def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: bool = True):
@@ -54,33 +86,44 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
     inference never needs it separate and unmerged layers cost extra matmuls at
     every token. Weights load from safetensors only, never from pickle files.
     """
-    torch = _torch()
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     fmt = fmt or ("hf" if "hf" in bundle.formats() else "peft")
     main = bundle.main_file(fmt)
     if main.suffix != ".safetensors":
         # .bin/.pt weights are pickles: loading one can run arbitrary code
         raise BundleError(f"{main}: weights must be .safetensors; pickle checkpoints are refused")
-    folder: Path = main.parent
-    dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    try:
-        if fmt == "hf":
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
-        else:
-            from peft import PeftModel
+    folder: Path = main.parent  # named in errors; the loaders read only the staged view of listed files
+    base_path = base_model_path(bundle.manifest.base_model) if fmt == "peft" else None
+    torch = _torch()
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            base_path = base_model_path(bundle.manifest.base_model)
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(folder, base_path), local_files_only=True)
-            base = AutoModelForCausalLM.from_pretrained(base_path, use_safetensors=True, dtype=dtype)
-            model = PeftModel.from_pretrained(base, folder, is_trainable=False)
-            if merge:
-                model = model.merge_and_unload()
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise ModelFileError(f"{folder}: transformers cannot load this checkpoint; truncated or corrupt weights? "
-                             f"({str(exc).splitlines()[0][:300]})") from None
+    dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    with bundle.staged(fmt) as view:
+        if fmt == "peft" and not (view / "adapter_config.json").is_file():
+            raise BundleError(f"{folder}: the manifest lists no adapter_config.json beside the adapter weights")
+        def first_line(exc: BaseException) -> str:  # errors name the bundle's folder, not the temporary view
+            return (str(exc).replace(str(view), str(folder)).splitlines() or [type(exc).__name__])[0][:300]
+
+        source = tokenizer_folder(view, base_path, label=folder)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except Exception as exc:  # tokenizer files are data: any failure to read them is a bad file
+            raise ModelFileError(f"{folder if source == str(view) else source}: cannot load the tokenizer "
+                                 f"({first_line(exc)})") from None
+        try:
+            if fmt == "hf":
+                model = AutoModelForCausalLM.from_pretrained(view, local_files_only=True, use_safetensors=True, dtype=dtype)
+            else:
+                from peft import PeftModel
+
+                base = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True, use_safetensors=True,
+                                                            dtype=dtype)
+                model = PeftModel.from_pretrained(base, view, is_trainable=False, local_files_only=True)
+                if merge:
+                    model = model.merge_and_unload()
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise ModelFileError(f"{folder}: transformers cannot load this checkpoint; truncated or corrupt weights? "
+                                 f"({first_line(exc)})") from None
     model.to(device).eval()
     return model, tokenizer
 

@@ -63,9 +63,34 @@ class LlamaCppBackend(Backend):
                 "device 'cuda' asked, but this llama-cpp-python was built without GPU offload; reinstall it with "
                 "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python"
             )
+        from ..errors import BundleError
+        from ..manifest import MANIFEST_NAME
+
         model_path, adapter = gguf_files(bundle)
         n_threads = threads or default_threads()
         context = bundle.manifest.generation.context_length
+
+        def too_long(trained: int) -> BundleError:
+            return BundleError(f"{bundle.folder / MANIFEST_NAME}: generation.context_length {context} is more than "
+                               f"{model_path.name} was trained for ({trained} tokens); set it to at most {trained}")
+
+        # llama.cpp takes n_ctx as a uint32 (2**32+64 wraps to 64, and a full context then aborts the
+        # process) and allocates the whole KV cache up front: a large context is checked against the
+        # model's trained context (read from the GGUF header with the vocabulary only) before a context
+        # exists. Up to 8192 tokens the cache is small, and the check after the load costs nothing.
+        if context > 8192:
+            params = llama_cpp.llama_model_default_params()
+            params.vocab_only = True
+            try:
+                header = llama_cpp._internals.LlamaModel(path_model=str(model_path), params=params, verbose=False)
+            except (ValueError, RuntimeError, OSError):
+                header = None  # the load below names what is wrong with the file
+            if header is not None:
+                metadata = header.metadata()
+                header.close()
+                trained = str(metadata.get(f"{metadata.get('general.architecture')}.context_length", ""))
+                if trained.isdigit() and 0 < int(trained) < context:
+                    raise too_long(int(trained))
         try:
             llm = llama_cpp.Llama(
                 model_path=str(model_path),
@@ -80,6 +105,10 @@ class LlamaCppBackend(Backend):
             names = f"{model_path}" + (f" with adapter {adapter}" if adapter else "")
             raise ModelFileError(f"{names}: llama.cpp cannot load this GGUF file; truncated, corrupt or not GGUF "
                                  f"({str(exc).splitlines()[0]})") from None
+        trained = llm._model.n_ctx_train()
+        if (trained > 0 and context > trained) or llm.n_ctx() < context:
+            llm.close()
+            raise too_long(trained if trained > 0 else llm.n_ctx())
         from ..prompting import fixed_prefix
 
         return cls(llm, context, fixed_prefix(bundle.manifest.prompt))

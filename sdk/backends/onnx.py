@@ -35,13 +35,21 @@ def _imports():
     return np, ort, Tokenizer
 
 
-def _json(path: Path) -> dict:
+def _json(path: Path, name: str | None = None) -> dict:
+    """A JSON object file of the staged view; {} when the manifest does not list it (so it is not
+    there). ``name`` is what errors call it (the bundle's path, not the temporary view's)."""
+    name = name or str(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError, huge ints, deep nesting
+        raise ModelFileError(f"{name}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+    except OSError as exc:
+        raise ModelFileError(f"{name}: cannot read it ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{name}: expected a JSON object")
+    return data
 
 
 def _ids(value) -> set[int]:
@@ -97,7 +105,7 @@ class OnnxBackend(Backend):
         """Create an inference session over the bundle's ``onnx`` model and load its tokenizer."""
         np, ort, Tokenizer = _imports()
         model_path = bundle.main_file("onnx")
-        folder = model_path.parent
+        folder = model_path.parent  # named in errors; everything is read from the staged view of listed files
         if device == "cuda" and not cls.gpu_available():
             raise UserError("device 'cuda' asked, but this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
         options = ort.SessionOptions()
@@ -105,19 +113,27 @@ class OnnxBackend(Backend):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        try:
-            session = ort.InferenceSession(str(model_path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelFileError(f"{model_path}: ONNX Runtime cannot load this model; truncated, corrupt or not ONNX "
-                                 f"({str(exc).splitlines()[0][:300]})") from None
-        tokenizer_path = folder / "tokenizer.json"
-        try:
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
-            raise ModelFileError(f"{tokenizer_path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
-        config = _json(folder / "config.json")
+        # a view holding only the listed files: external data, tokenizer and configs next to model.onnx
+        # are then the files verify checked, never an unlisted file that happens to lie in the folder
+        with bundle.staged("onnx") as view:
+            try:
+                session = ort.InferenceSession(str(view / model_path.name), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+                detail = str(exc).replace(str(view), str(folder)).splitlines()[0][:300]
+                raise ModelFileError(f"{model_path}: ONNX Runtime cannot load this model; truncated, corrupt, not "
+                                     f"ONNX or its external data not listed ({detail})") from None
+            tokenizer_path = folder / "tokenizer.json"
+            if not (view / "tokenizer.json").is_file():
+                raise ModelFileError(f"{bundle.folder}: the manifest lists no tokenizer.json beside "
+                                     f"{model_path.name}; an ONNX bundle must carry its tokenizer")
+            try:
+                tokenizer = Tokenizer.from_file(str(view / "tokenizer.json"))
+            except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+                raise ModelFileError(f"{tokenizer_path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
+            config = _json(view / "config.json", str(folder / "config.json"))
+            generation = _json(view / "generation_config.json", str(folder / "generation_config.json"))
         stop_ids = _ids(config.get("eos_token_id"))
-        stop_ids |= _ids(_json(folder / "generation_config.json").get("eos_token_id"))
+        stop_ids |= _ids(generation.get("eos_token_id"))
         for text in bundle.manifest.prompt.stop:
             token = tokenizer.token_to_id(text)
             if token is not None:

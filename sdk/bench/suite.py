@@ -69,7 +69,7 @@ def find_bundles(paths: list[str]) -> list[str | None]:
     found: list[str | None] = []
     for raw in paths:
         path = Path(raw)
-        if raw in EMBEDDED and not path.exists():
+        if raw in EMBEDDED:  # embedded names never mean a folder of the working directory
             found.append(None if raw == "default" else raw)
         elif (path / MANIFEST_NAME).exists():
             found.append(str(path))

@@ -3,6 +3,9 @@
 from .config import EvalConfig
 from .judges import Judges
 from .runner import EvalRun, evaluate
+from .store import RecordStore, fingerprint
 from .summary import summarize
+from .validation import EvalData, EvalRows, check_eval_rows, load_eval_data, read_eval_rows
 
-__all__ = ["EvalConfig", "Judges", "EvalRun", "evaluate", "summarize"]
+__all__ = ["EvalConfig", "Judges", "EvalRun", "evaluate", "summarize", "EvalData", "EvalRows", "load_eval_data",
+           "read_eval_rows", "check_eval_rows", "RecordStore", "fingerprint"]

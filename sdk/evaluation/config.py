@@ -30,3 +30,5 @@ class EvalConfig:
     perturb_fraction: float = 0.5
     """Share of the student's rationale words replaced for the perturbed check."""
     bootstrap_samples: int = 1000
+    skip_invalid: bool = False
+    """Leave out (and count) the rows a model cannot take, instead of stopping before the run."""

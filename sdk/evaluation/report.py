@@ -1,16 +1,20 @@
-"""Writing an evaluation: per-example JSONL, summary JSON, a markdown table and a bar chart."""
+"""Writing an evaluation: per-example JSONL, summary JSON, a markdown table and a bar chart, as one set."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..charts import pyplot, save_figure
+from ..errors import UserError
 from ..metrics import MetricValue
 from .runner import EvalRun
+from .store import json_line
 from .summary import QUALITY_METRICS, SPEED_METRICS
 
 LABELS = {
@@ -41,6 +45,9 @@ def markdown_table(runs: Sequence[EvalRun], include_speed: bool = True) -> str:
     head = "| metric | " + " | ".join(r.label for r in runs) + " |"
     lines = [head, "|---" * (len(runs) + 1) + "|"]
     lines.append("| examples | " + " | ".join(str(r.summary["n"]) for r in runs) + " |")
+    skipped = [r.summary.get("skipped_rows", {}).get("count", 0) for r in runs]
+    if any(skipped):
+        lines.append("| invalid rows skipped | " + " | ".join(str(n) for n in skipped) + " |")
     keys = QUALITY_METRICS + (SPEED_METRICS if include_speed else ())
     for key in keys:
         digits = 1 if key in ("rationale_tokens", "tokens_per_s") else 3
@@ -59,22 +66,83 @@ def slug(label: str) -> str:
 
 
 def write_outputs(runs: Sequence[EvalRun], out_dir: str | Path) -> dict[str, Path]:
-    """Per-example JSONL per run, summary.json, summary.md and chart.png; returns the paths."""
+    """Per-example JSONL per run, summary.md, chart.png and, last, summary.json; returns the paths.
+
+    The files are one set. Each is written atomically, and summary.json, written last, records the
+    sha256 of every other file of the set (its ``files``), which :func:`read_outputs` checks: a kill
+    between two renames leaves files that summary.json does not describe, and that is detected
+    instead of a new JSONL being read beside an old summary. (Why not write the set into a staging
+    folder and rename that once: ``--out`` is a folder the user names and may hold other files,
+    and a folder cannot replace an existing, non-empty one in one rename; swapping them takes two
+    renames or Linux's renameat2, so it is not atomic where it matters, while a summary that names
+    the hashes of its inputs is checkable everywhere and needs nothing but the files themselves.)
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    hashes: dict[str, str] = {}
+    names: dict[str, str] = {}
     for run in runs:
         path = out / f"{slug(run.label)}.jsonl"
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.records))
+        data = b"".join(json_line(r) for r in run.records)
+        atomic_write_bytes(path, data)
+        hashes[path.name] = hashlib.sha256(data).hexdigest()
+        names[run.label] = path.name
         paths[run.label] = path
-    atomic_write_text(out / "summary.json", json.dumps([r.summary for r in runs], indent=2, ensure_ascii=False))
-    atomic_write_text(out / "summary.md", markdown_table(runs) + "\n")
-    paths["summary.json"] = out / "summary.json"
+    table = (markdown_table(runs) + "\n").encode("utf-8")
+    atomic_write_bytes(out / "summary.md", table)
+    hashes["summary.md"] = hashlib.sha256(table).hexdigest()
     paths["summary.md"] = out / "summary.md"
     chart = write_chart(runs, out / "chart.png")
     if chart is not None:
+        hashes["chart.png"] = hashlib.sha256(chart.read_bytes()).hexdigest()
         paths["chart.png"] = chart
+    else:
+        (out / "chart.png").unlink(missing_ok=True)  # an old run's chart is not part of this set
+    _sync_folder(out)  # the renames above reach the disk before summary.json's, which commits the set
+    summaries = [{**r.summary, "records_file": names[r.label], "files": hashes} for r in runs]
+    atomic_write_text(out / "summary.json", json.dumps(summaries, indent=2, ensure_ascii=False))
+    _sync_folder(out)
+    paths["summary.json"] = out / "summary.json"
     return paths
+
+
+def read_outputs(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The summaries in ``out_dir``, after checking that every file of the set is the one they describe."""
+    out = Path(out_dir)
+    try:
+        summaries = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{out}: no summary.json; not the output folder of a finished eval") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out / 'summary.json'}: unreadable ({exc})") from None
+    if not isinstance(summaries, list) or not all(isinstance(s, dict) and isinstance(s.get("files"), dict)
+                                                  for s in summaries):
+        raise UserError(f"{out / 'summary.json'}: not an eval summary with file hashes (written by an older version?)")
+    for summary in summaries:
+        for name, sha in summary["files"].items():
+            try:
+                actual = hashlib.sha256((out / Path(name).name).read_bytes()).hexdigest()
+            except FileNotFoundError:
+                actual = None
+            if actual != sha:
+                raise UserError(f"{out / Path(name).name} is not the file summary.json describes (a write that was "
+                                "interrupted?): run the eval again to rewrite the set")
+    return summaries
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so the renames in it are on disk (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_chart(runs: Sequence[EvalRun], path: Path) -> Path | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..dataset import Example
 from ..errors import InputError
@@ -15,6 +15,7 @@ from ..prompting import Quality, build_prompt
 from ..runtime import Rationalizer
 from .config import EvalConfig
 from .judges import Judges
+from .store import RecordStore
 from .summary import summarize
 
 
@@ -34,19 +35,49 @@ def _example_seed(seed: int, example_id: str) -> int:
 def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, judges: Judges,
              quality: Quality = "best", label: str | None = None,
              counterfactuals: dict[str, Example] | None = None,
-             progress: Callable[[int], None] | None = None) -> EvalRun:
-    """Answer every example greedily and measure it; ``progress(1)`` is called after each."""
+             progress: Callable[[int], None] | None = None, *, lines: Sequence[int] | None = None,
+             store: RecordStore | None = None, skipped: Sequence[str] = ()) -> EvalRun:
+    """Answer every example greedily and measure it; ``progress(n)`` is called as examples are done.
+
+    With a ``store``, each record is appended to it as soon as it is made, and the records it
+    already holds (from an interrupted run with the same arguments) are kept, not made again. A
+    record depends only on its example and the settings, so a resumed run ends with the records,
+    and the summary, of an uninterrupted one. ``lines`` are the examples' line numbers in the data
+    file and ``skipped`` the rows left out as invalid; both are reported.
+    """
     label = label or model.name
     vocabulary = sorted({w for e in examples for w in words(e.rationale or e.question) if w.isalpha()})
-    start = time.perf_counter()
-    records = []
-    for example in examples:
-        records.append(_one(model, example, config, judges, quality, vocabulary, counterfactuals or {}))
-        if progress:
-            progress(1)
-    wall = time.perf_counter() - start
-    run = EvalRun(label, records)
-    run.summary = summarize(records, config, model, judges, quality, label, wall)
+    done = store.open() if store is not None else {}
+    records: list[dict[str, Any] | None] = []
+    try:
+        todo = []
+        for i, example in enumerate(examples):
+            old = done.get(i)
+            if old is not None and old.get("id") == example.id:
+                records.append(old)
+            else:
+                records.append(None)
+                todo.append(i)
+        if progress and len(todo) < len(examples):
+            progress(len(examples) - len(todo))
+        for i in todo:
+            start = time.perf_counter()
+            record = _one(model, examples[i], config, judges, quality, vocabulary, counterfactuals or {})
+            # position and line first: the key for resuming, and where the question is in the data file
+            record = {"index": i, "line": lines[i] if lines is not None else None, **record,
+                      "wall_s": time.perf_counter() - start}
+            if store is not None:
+                store.append(record)
+            records[i] = record
+            if progress:
+                progress(1)
+    finally:
+        if store is not None:
+            store.close()
+    run = EvalRun(label, [r for r in records if r is not None])  # every one is made or kept by now
+    # the wall time is the sum of the examples' own, so a resumed run counts the work its records took
+    wall = sum(float(r.get("wall_s") or 0.0) for r in run.records)
+    run.summary = summarize(run.records, config, model, judges, quality, label, wall, skipped=skipped)
     return run
 
 
@@ -68,7 +99,10 @@ def _one(model: Rationalizer, ex: Example, config: EvalConfig, judges: Judges, q
         rec.update(_consistency(judges, ex, rationale))
     if judges.verifier is not None and rationale.strip():
         shown_answer = out.answer if out.answer is not None else ex.answer
-        rec["plausibility"] = judges.verifier.probabilities([(ex.question, shown_answer, rationale)])[0]
+        try:
+            rec["plausibility"] = judges.verifier.probabilities([(ex.question, shown_answer, rationale)])[0]
+        except InputError as exc:  # e.g. longer than the verifier's context: this row has no plausibility
+            rec.update(plausibility=None, plausibility_error=str(exc))
     if config.faithfulness:
         rec.update(_faithfulness(model, ex, rationale, quality, config, vocabulary, counterfactuals))
     return rec
@@ -92,17 +126,30 @@ def _consistency(judges: Judges, ex: Example, rationale: str) -> dict[str, Any]:
 def _faithfulness(model: Rationalizer, ex: Example, rationale: str, quality: Quality, config: EvalConfig,
                   vocabulary: list[str], counterfactuals: dict[str, Example]) -> dict[str, Any]:
     rec: dict[str, Any] = {}
+
+    def forced(name: str, text: str) -> tuple[bool, str | None]:
+        # A forced rationale that does not fit the context (a long reference or counterfactual one)
+        # costs only this check on this row: the row keeps its other metrics, and the error is kept.
+        try:
+            return True, model.answer_with_rationale(ex.question, text, ex.choices, quality)
+        except InputError as exc:
+            rec[f"{name}_error"] = str(exc)
+            return False, None
+
     if ex.rationale:
-        oracle = model.answer_with_rationale(ex.question, ex.rationale, ex.choices, quality)
-        rec.update(oracle_answer=oracle, oracle_correct=answers_match(oracle, ex.answer, ex.choices))
+        ok, oracle = forced("oracle", ex.rationale)
+        if ok:
+            rec.update(oracle_answer=oracle, oracle_correct=answers_match(oracle, ex.answer, ex.choices))
     if rationale.strip():
         perturbed = perturb_words(rationale, vocabulary, config.perturb_fraction, _example_seed(config.seed, ex.id))
-        answer = model.answer_with_rationale(ex.question, perturbed, ex.choices, quality)
-        rec.update(perturbed_rationale=perturbed, perturbed_answer=answer,
-                   perturbed_correct=answers_match(answer, ex.answer, ex.choices))
+        ok, answer = forced("perturbed", perturbed)
+        if ok:
+            rec.update(perturbed_rationale=perturbed, perturbed_answer=answer,
+                       perturbed_correct=answers_match(answer, ex.answer, ex.choices))
     cf = counterfactuals.get(ex.id) or counterfactuals.get(ex.question.lower())
     if cf is not None and cf.rationale and cf.answer != ex.answer:
-        answer = model.answer_with_rationale(ex.question, cf.rationale, ex.choices, quality)
-        rec.update(counterfactual_answer=answer,
-                   counterfactual_follows=answers_match(answer, cf.answer, ex.choices))
+        ok, answer = forced("counterfactual", cf.rationale)
+        if ok:
+            rec.update(counterfactual_answer=answer,
+                       counterfactual_follows=answers_match(answer, cf.answer, ex.choices))
     return rec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from ..metrics import MetricValue, mean_metric
 from ..prompting import Quality, resolve_quality
@@ -13,6 +13,7 @@ QUALITY_METRICS = (
     "oracle_accuracy", "perturbed_accuracy", "counterfactual_follow_rate", "rationale_tokens",
 )
 SPEED_METRICS = ("latency_s", "tokens_per_s")
+MAX_SKIPPED_LISTED = 20
 
 
 def _flag(records: list[dict[str, Any]], key: str) -> list[float | None]:
@@ -20,8 +21,8 @@ def _flag(records: list[dict[str, Any]], key: str) -> list[float | None]:
 
 
 def summarize(records: list[dict[str, Any]], config: EvalConfig, model: Any, judges: Any, quality: Quality,
-              label: str, wall_time_s: float) -> dict[str, Any]:
-    """The summary of one run as JSON-ready data."""
+              label: str, wall_time_s: float, skipped: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary of one run as JSON-ready data; ``skipped`` names the data rows left out as invalid."""
     seed = config.seed
     has_choices = any(r["choices"] for r in records)
     sim_name = judges.simulator.name if judges.simulator is not None else None
@@ -64,6 +65,7 @@ def summarize(records: list[dict[str, Any]], config: EvalConfig, model: Any, jud
         "quality": resolve_quality(model.manifest.control, quality),
         "data": config.data,
         "n": len(records),
+        "skipped_rows": {"count": len(skipped), "first": list(skipped[:MAX_SKIPPED_LISTED])},
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
         "judges": {"simulator": sim_name, "verifier": ver_name},
         "wall_time_s": round(wall_time_s, 2),

@@ -52,8 +52,10 @@ class LocalTeacher:
             raise UserError(f"a local teacher needs torch and transformers: pip install 'rationalizer[train]' ({exc})") from None
         self.torch = torch
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-            self.model = AutoModelForCausalLM.from_pretrained(model_path, use_safetensors=True).to(device).eval()
+            # local files only: a hub id must already be in the HF cache, nothing is downloaded
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, use_safetensors=True,
+                                                              local_files_only=True).to(device).eval()
         except OSError as exc:
             raise UserError(f"{model_path}: cannot load a causal LM here ({str(exc).splitlines()[0]})") from None
         self.tokenizer.padding_side = "left"

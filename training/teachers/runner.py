@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from rationalizer.errors import RationalizerError
+from rationalizer.errors import RationalizerError, UserError
+from rationalizer.file_lock import exclusive_writer
 from rationalizer.metrics import answers_match
 
-from rationalizer.dataset import Example
+from rationalizer.dataset import DataError, Example
 
 from ..data import deduplicate, read_dataset
 from .base import Teacher, TeacherOutput, TeacherRequest, requests_for
@@ -66,17 +68,30 @@ def _repair_tail(path: Path) -> None:
 
 
 def _done_keys(path: Path) -> tuple[set[tuple[str, str]], set[str]]:
-    """(id, kind) of the rows already in ``path``, and their normalized rationales."""
+    """(id, kind) of the rows already in ``path``, and their normalized rationales.
+
+    A line that is not JSON (a torn write) is passed over and its row asked again; a line that
+    is not UTF-8 text means the file was damaged by something else, and is refused by line
+    number rather than appended to.
+    """
     keys: set[tuple[str, str]] = set()
     rationales: set[str] = set()
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                keys.add((str(row["id"]), row.get("kind", "factual")))
-                rationales.add(_norm(row.get("rationale") or ""))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
+    if not path.exists():
+        return keys, rationales
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                            "teach resumes from this file: remove or repair that line, then rerun") from None
+        try:
+            row = json.loads(line)
+            keys.add((str(row["id"]), row.get("kind", "factual")))
+            rationales.add(_norm(row.get("rationale") or ""))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            continue
     return keys, rationales
 
 
@@ -84,11 +99,20 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _unicode(text: str | None) -> str | None:
+    """Text with lone surrogates (a teacher's JSON can carry ``"\\ud800"``) replaced by U+FFFD, so
+    the row can be written as UTF-8 and read back."""
+    return text if text is None or text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _row(request: TeacherRequest, output: TeacherOutput, teacher: str) -> dict:
     ex = request.example
     return {"id": ex.id, "question": ex.question, "choices": ex.choices, "answer": request.target,
-            "rationale": output.rationale, "kind": request.kind, "source": f"teacher {teacher}",
-            "teacher_answer": output.stated_answer,
+            "rationale": _unicode(output.rationale), "kind": request.kind, "source": f"teacher {teacher}",
+            "teacher_answer": _unicode(output.stated_answer),
             "teacher_correct": None if output.stated_answer is None else answers_match(output.stated_answer, request.target, ex.choices),
             **({"gold_answer": ex.answer} if request.kind == "counterfactual" else {})}
 
@@ -109,6 +133,12 @@ def _verdict(row: dict, config: TeachConfig, seen: set[str]) -> str | None:
 def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachSummary], None] | None = None) -> TeachSummary:
     """Write rationales for every example of ``config.data`` into ``config.out``; see the module doc."""
     summary = TeachSummary()
+    out = Path(config.out)
+    rejected = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
+    for target in (out, rejected):
+        if _same_file(target, Path(config.data)):
+            raise UserError(f"--out {config.out} would write into the --data file {config.data} itself; "
+                            "choose another output file")
     examples, report = read_dataset(config.data, config.fields, config.skip_invalid, config.limit)
     summary.invalid_rows = report.invalid
     examples, summary.duplicate_questions = deduplicate(examples)
@@ -118,9 +148,23 @@ def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachS
     summary.duplicate_questions += len(examples) - len(by_id)
     examples = list(by_id.values())
     summary.errors.extend(report.errors[:5])
-    out = Path(config.out)
-    rejected = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_writer(out, "teach"):  # before the tail repair: it truncates what another writer appends
+        _write_all(config, teacher, examples, out, rejected, summary, progress)
+    return summary
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (the same path, a symlink or a hard link to it)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], out: Path, rejected: Path,
+               summary: TeachSummary, progress: Callable[[int, TeachSummary], None] | None) -> None:
+    """Ask for every request not yet in ``out`` or ``rejected`` and append each result (under the lock)."""
     for path in (out, rejected):
         _repair_tail(path)
     done, seen = _done_keys(out)
@@ -163,7 +207,6 @@ def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachS
         os.fsync(kept.fileno())
         os.fsync(dropped.fileno())
     summary.wall_time_s = time.perf_counter() - start
-    return summary
 
 
 def _run(teacher: Teacher, batches: list[list[TeacherRequest]]) -> Iterator[tuple[list[TeacherRequest], object]]:

@@ -61,14 +61,16 @@ def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path 
     bundle = Bundle.load(student)
     if bundle.manifest.base_model != "default":
         sys.exit(f"{student}: trained over {bundle.manifest.base_model}, not the embedded base")
-    adapter_dir = bundle.main_file("peft").parent
+    bundle.verify("peft")
     base = Bundle.load("base")
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".ship-", dir=target.parent))
     (stage / "adapter").mkdir()
-    write_lora_gguf(adapter_dir, Path(base_model_path("default")), stage / "adapter.gguf", "rationalizer-default", "f16")
-    _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    with bundle.staged("peft") as adapter_dir:  # only the listed adapter files, just verified
+        write_lora_gguf(adapter_dir, Path(base_model_path("default")), stage / "adapter.gguf", "rationalizer-default",
+                        "f16")
+        _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # not this machine's cache path
     (stage / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
