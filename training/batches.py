@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from .items import IGNORE, TrainItem
 
@@ -65,9 +65,3 @@ def weighted_loss(logits, labels, weights):
     counts = (shift_labels != IGNORE).sum(dim=1).clamp(min=1)
     per_item = nll.sum(dim=1) / counts
     return (per_item * weights.to(per_item.device)).mean(), int((shift_labels != IGNORE).sum())
-
-
-def iterate(items: Sequence[TrainItem], batches: list[list[int]], pad_id: int, skip: int = 0) -> Iterator[dict]:
-    """Collated batches in order, skipping the first ``skip`` (resume)."""
-    for batch in batches[skip:]:
-        yield collate([items[i] for i in batch], pad_id)

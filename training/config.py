@@ -73,8 +73,12 @@ class SFTConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
-    precision: str = "fp32"
-    """'fp32' or 'bf16' (autocast)."""
+    precision: str = "auto"
+    """'auto' (bf16 where the hardware computes it natively: AVX-512 BF16/AMX CPUs, bf16 CUDA; else fp32),
+    'fp32' or 'bf16' (autocast; the LoRA weights and the optimizer state stay fp32)."""
+    packing: bool = True
+    """Padding-free packing: a batch's sequences back to back in one row, attention kept within each,
+    logits only at target positions. False: padded batches (length-grouped with ``group_by_length``)."""
     device: str = "auto"
     merge: bool = False
     """Also write merged full weights (HF safetensors) into the bundle."""
@@ -126,12 +130,12 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "bins": (2, 20, False), "rounds": (1, 10_000, False), "samples_per_question": (1, 1024, False),
     "questions_per_round": (1, 10**9, False), "sample_temperature": (0, 5, True), "sample_top_p": (0, 1, True),
     "steps_per_round": (1, 10**9, False), "beta": (0, 1000, False), "gamma": (0, 1000, False),
-    "length_target": (1, 100_000, False),
+    "length_target": (1, 100_000, False), "reference_top_k": (0, 10_000_000, False),
 }
 _LORA_RANGES: dict[str, tuple[float, float, bool]] = {"r": (1, 4096, False), "alpha": (0, 1e6, True),
                                                       "dropout": (0, 0.999, False)}
 _CHOICES = {"objective": ("iro", "multitask"), "schedule": ("cosine", "linear", "constant"),
-            "precision": ("fp32", "bf16"), "device": ("auto", "cpu", "cuda")}
+            "precision": ("auto", "fp32", "bf16"), "device": ("auto", "cpu", "cuda")}
 
 
 def check_config(config: SFTConfig, where: str | None = None) -> None:
@@ -208,5 +212,8 @@ class MarioConfig(SFTConfig):
     """Weight of KL(policy || reference)."""
     gamma: float = 0.0
     """Weight of the entropy bonus."""
+    reference_top_k: int = 64
+    """With packing: the frozen reference's top-k next-token log-probabilities (and the remaining mass)
+    computed once per round for the KL term; 0: the reference's forward pass at every step, exact KL."""
     length_target: int | None = None
     """Target rationale length in words for the 'length' reward."""

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .batches import batch_order, iterate, weighted_loss
+from .batches import batch_order, collate, weighted_loss
+from .packing import pack, packed_loss, target_logits
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -45,6 +46,19 @@ def rewind_log(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
     return dropped
 
 
+def batch_loss(model, batch_items, pad_id: int, packing: bool, device):
+    """(batch, logits, loss, target tokens) of one batch: packed with target-only logits, or padded."""
+    if packing:
+        batch = pack(batch_items).to(device)
+        logits = target_logits(model, batch)
+        loss, tokens = packed_loss(logits, batch)
+        return batch, logits, loss, tokens
+    batch = {k: v.to(device) for k, v in collate(batch_items, pad_id).items()}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss, tokens = weighted_loss(logits, batch["labels"], batch["weights"])
+    return batch, logits, loss, tokens
+
+
 def _shown(value: float | None, digits: int) -> str:
     """A dev metric as the log line shows it: n/a when it could not be computed (as eval prints)."""
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -54,7 +68,10 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
                  evaluate: Callable[[], dict[str, float]] | None, extra_loss: Callable | None = None) -> dict[str, Any]:
     """Train ``student.model`` on ``items``; returns step counts, timing and the best dev figures.
 
-    ``extra_loss(model, batch, outputs)`` adds terms to the NLL (MaRio's KL and entropy).
+    With ``config.packing`` each batch is one padding-free packed row and logits are computed at its
+    target positions only (:mod:`.packing`); otherwise a padded batch with logits everywhere.
+    ``extra_loss(model, batch, logits, indices)`` adds terms to the NLL (MaRio's KL and entropy): it
+    gets the batch as built, its logits and the indices of its items in ``items``.
     """
     import torch
     from accelerate.utils import broadcast_object_list
@@ -100,13 +117,12 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     while not stop:
         epoch, skip = divmod(state["micro"], batches_per_epoch)
         mine = batch_order(items, config.batch_size, config.seed, epoch, config.group_by_length)[: batches_per_epoch * world][rank::world]
-        for batch in iterate(items, mine, pad, skip):
+        for indices in mine[skip:]:
             with accelerator.accumulate(model):
-                outputs = model(input_ids=batch["input_ids"].to(accelerator.device),
-                                attention_mask=batch["attention_mask"].to(accelerator.device))
-                loss, tokens = weighted_loss(outputs.logits, batch["labels"].to(accelerator.device), batch["weights"])
+                batch, logits, loss, tokens = batch_loss(model, [items[i] for i in indices], pad,
+                                                         getattr(config, "packing", False), accelerator.device)
                 if extra_loss is not None:
-                    loss = loss + extra_loss(model, batch, outputs)
+                    loss = loss + extra_loss(model, batch, logits, indices)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)

@@ -26,6 +26,9 @@ from rationalizer.prompting import parse_answer, render_codes
 
 from .batches import left_padded
 from .binning import quantile_edges, rank_levels
+from .packing import target_logits
+from .precision import autocast_factory, choose_precision
+from .reference import ReferenceTopK, compute_reference, topk_kl
 from .config import MarioConfig, save_config
 from .items import IGNORE, build_items
 from .rewards import Reward, Sample, build_rewards
@@ -146,8 +149,12 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     save_config(config, out / "train_config.json")
     set_seed(config.seed)
     student, reference = load_policy(config.sft)
-    precision = "bf16" if config.precision == "bf16" else "no"
     device = Accelerator(cpu=config.device == "cpu").device
+    precision, why = choose_precision(config.precision, device.type)
+    say(f"precision: {precision} ({why})")
+    autocast = autocast_factory(precision, device.type)
+    packed = config.packing
+    cached: list[ReferenceTopK | None] = [None]  # this round's reference distribution
     student.model.to(device)  # sampling runs before the first prepare(); the reference never goes through it
     reference.to(device)
     rewards = build_rewards(config.rewards, config.judge, config.length_target)
@@ -175,16 +182,26 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         scheme = control_scheme(rewards, [cache[i] for i, s in enumerate(pool) if s.answer is not None
                                           and s.rationale.strip()], config.bins, config.correctness_code)
 
-    def kl_entropy(model, batch, outputs):
-        labels = batch["labels"][:, 1:].to(outputs.logits.device)
-        mask = (labels != IGNORE).float()
-        logp = torch.log_softmax(outputs.logits[:, :-1].float(), dim=-1)
+    def kl_entropy(model, batch, logits, indices):
+        """β·KL(policy‖reference) − γ·entropy, averaged over the target tokens (see :mod:`.reference`)."""
+        if packed:  # logits [K, V] at the target positions
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            mask = torch.ones(logp.shape[:-1], device=logp.device)
+        else:
+            mask = (batch["labels"][:, 1:] != IGNORE).float()
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         term = torch.zeros((), device=logp.device)
         if config.beta > 0:
-            with torch.no_grad():
-                ref = reference(input_ids=batch["input_ids"].to(logp.device),
-                                attention_mask=batch["attention_mask"].to(logp.device)).logits[:, :-1].float()
-            kl = (logp.exp() * (logp - torch.log_softmax(ref, dim=-1))).sum(-1)
+            if cached[0] is not None:
+                kl = topk_kl(logp, *cached[0].batch(indices, logp.device))
+            else:
+                with torch.no_grad(), autocast():
+                    if packed:
+                        ref = target_logits(reference, batch).float()
+                    else:
+                        ref = reference(input_ids=batch["input_ids"],
+                                        attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+                kl = (logp.exp() * (logp - torch.log_softmax(ref, dim=-1))).sum(-1)
             term = term + config.beta * (kl * mask).sum() / mask.sum().clamp(min=1)
         if config.gamma > 0:
             entropy = -(logp.exp() * logp).sum(-1)
@@ -215,7 +232,12 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
         items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
         round_config = replace(config, max_steps=config.steps_per_round, out=str(out / f"round-{round_no}"))
-        accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=precision,
+        if packed and config.beta > 0 and config.reference_top_k > 0:
+            # the pool is fixed for the round and the reference frozen: its distribution once, not every step
+            cached[0] = compute_reference(reference, items, config.reference_top_k, config.batch_size, device,
+                                          autocast)
+        accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                                  mixed_precision="bf16" if precision == "bf16" else "no",
                                   cpu=config.device == "cpu")
         run_training(accelerator, student, items, round_config, Path(round_config.out), resume, progress, None,
                      extra_loss=kl_entropy)

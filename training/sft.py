@@ -18,6 +18,7 @@ from rationalizer.atomic import atomic_write_text
 from rationalizer.dataset import Example
 
 from .config import SFTConfig, check_config, save_config
+from .precision import choose_precision
 from .items import TrainItem, build_items, template_for
 
 Progress = Callable[[dict[str, Any]], None]
@@ -166,10 +167,17 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
 
     check_config(config)
     out = Path(config.out)
+    import torch
+
+    precision, why = choose_precision(config.precision,
+                                      "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision="bf16" if config.precision == "bf16" else "no",
+                              mixed_precision="bf16" if precision == "bf16" else "no",
                               cpu=config.device == "cpu")
     set_seed(config.seed)
+    if accelerator.is_main_process:
+        say(f"precision: {precision} ({why}); " + ("packed batches, logits at target positions only"
+                                                     if config.packing else "padded batches"))
     student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
     examples = training_examples(config)
     items, stats = build_items(examples, student.tokenizer, student.template, config.objective,
