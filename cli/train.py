@@ -50,7 +50,10 @@ def train_group() -> None:
 @click.option("--eval-samples", type=click.IntRange(1))
 @click.option("--checkpoint-every", type=click.IntRange(1))
 @click.option("--early-stopping-patience", type=click.IntRange(1))
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto (default): bf16 where the hardware computes it natively, else fp32.")
+@click.option("--packing/--no-packing", default=None,
+              help="Padding-free packed batches with logits at target positions only (default) or padded ones.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--seed", type=int)
 @click.option("--merge/--no-merge", default=None, help="Also write merged full weights.")
@@ -82,9 +85,14 @@ def sft_command(config_path: str | None, train: tuple[str, ...], resume: bool, *
 @click.option("--batch-size", type=click.IntRange(1))
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True))
 @click.option("--beta", type=click.FloatRange(0))
+@click.option("--reference-top-k", type=click.IntRange(0),
+              help="Top-k of the frozen reference cached once per round for the KL (0: a reference pass every step).")
 @click.option("--gamma", type=click.FloatRange(0))
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024))
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto (default): bf16 where the hardware computes it natively, else fp32.")
+@click.option("--packing/--no-packing", default=None,
+              help="Padding-free packed batches with logits at target positions only (default) or padded ones.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--seed", type=int)
 @click.option("--resume", is_flag=True, help="Continue after the last finished round / checkpoint.")

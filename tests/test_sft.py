@@ -115,10 +115,11 @@ def test_multitask_objective_and_merged_weights(tiny_bundle, tmp_path):
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tiny_bundle, tmp_path):
+    """A packed bf16 run (packing is the default) killed mid-way resumes to the uninterrupted adapter."""
     from safetensors.torch import load_file
 
     data = write_jsonl(tmp_path / "train.jsonl", dataset())
-    config = {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    config = {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "precision": "bf16", "packing": True}
     (tmp_path / "c.json").write_text(json.dumps(config))
     base = [sys.executable, "-m", "rationalizer.cli.main"]
     whole = subprocess.run(base + train_args(tiny_bundle / "hf", data, tmp_path / "whole", 16, checkpoint_every=1)
@@ -140,11 +141,12 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tiny_bundle, tmp_path)
     resumed = subprocess.run(cut + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from step-" in resumed.stdout + resumed.stderr
+    assert "precision: bf16" in whole.stdout + whole.stderr
     a = load_file(str(tmp_path / "whole" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
-        assert (a[key] - b[key]).abs().max() < 1e-5, key
+        assert (a[key] - b[key]).abs().max() < 1e-3, key  # bf16 tolerance
 
 
 def test_two_cpu_processes_with_gloo(tiny_bundle, tmp_path):

@@ -150,8 +150,8 @@ def main() -> None:
             fwd.clear()
             bwd.clear()
             if not mario:
-                if args.packed:
-                    positions += int(batch.input_ids.numel())
+                if args.packed:  # the head runs at the target positions only
+                    positions += int(batch.targets.numel())
                     targets += int(batch.targets.numel())
                     real += int(batch.input_ids.numel())
                     slots += int(batch.input_ids.numel())
