@@ -175,10 +175,10 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
                               mixed_precision="bf16" if precision == "bf16" else "no",
                               cpu=config.device == "cpu")
     set_seed(config.seed)
+    student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
     if accelerator.is_main_process:
         say(f"precision: {precision} ({why}); " + ("packed batches, logits at target positions only"
                                                      if config.packing else "padded batches"))
-    student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
     examples = training_examples(config)
     items, stats = build_items(examples, student.tokenizer, student.template, config.objective,
                                config.multitask_alpha, config.counterfactual_alpha, config.max_length)

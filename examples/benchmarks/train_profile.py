@@ -67,25 +67,17 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from bench_setup import base_and_tokenizer, frozen, lora_student, training_items
 
-    from rationalizer.training.base_student import build_default_base
     from rationalizer.training.batches import collate, weighted_loss
-    from rationalizer.training.items import IGNORE, build_items, template_for
+    from rationalizer.training.items import IGNORE
     from rationalizer.training.packing import pack, packed_loss, target_logits
-    from rationalizer.training.sft import read_training_files
 
     torch.set_num_threads(args.threads)
-    base = build_default_base()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    examples = [e for e in read_training_files([args.data], args.rows) if e.kind == "factual"]
-    items, _ = build_items(examples, tokenizer, template_for(tokenizer), max_length=320)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                      "down_proj"]))
-    reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    base, tokenizer = base_and_tokenizer()
+    items = training_items(tokenizer, args.rows, args.data)
+    model = lora_student(base)
+    reference = frozen(base)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     fwd: dict[str, float] = defaultdict(float)
     bwd: dict[str, float] = defaultdict(float)

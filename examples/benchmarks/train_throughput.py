@@ -39,21 +39,20 @@ def main() -> None:
 
     import torch
     from datasets import Dataset
+    from bench_setup import TARGETS, base_and_tokenizer
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig as TRLConfig
     from trl import SFTTrainer
 
     from rationalizer.prompting import build_prompt
-    from rationalizer.training.base_student import build_default_base
     from rationalizer.training.config import LoraSettings, SFTConfig
     from rationalizer.training.items import build_items, template_for
     from rationalizer.training.precision import choose_precision
     from rationalizer.training.sft import read_training_files, train_sft
 
     torch.set_num_threads(args.threads)
-    base = build_default_base()
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    base, tokenizer = base_and_tokenizer()
     examples = [e for e in read_training_files([args.data], args.rows) if e.kind == "factual"]
     template = template_for(tokenizer)
     items, _ = build_items(examples, tokenizer, template, max_length=320)
@@ -87,8 +86,7 @@ def main() -> None:
         trainer = SFTTrainer(model=model, args=trl_args, train_dataset=Dataset.from_list(data),
                              processing_class=tokenizer,
                              peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                    "gate_proj", "up_proj", "down_proj"]))
+                                                    target_modules=TARGETS))
         start = time.perf_counter()
         metrics = trainer.train().metrics
         rows.append((f"TRL SFTTrainer: completion-only, padding_free, {auto}",
