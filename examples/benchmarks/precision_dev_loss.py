@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--dev-rows", type=int, default=64, help="dev questions scored for the dev loss")
     args = parser.parse_args()
 
+    from accelerate.state import AcceleratorState
+
     from rationalizer.training.config import SFTConfig, load_config
     from rationalizer.training.sft import train_sft
 
@@ -37,6 +39,7 @@ def main() -> None:
                              eval_samples=args.dev_rows, max_new_tokens=8, checkpoint_every=10**6,
                              precision=precision, packing=True, device="cpu")
             start = time.perf_counter()
+            AcceleratorState._reset_state(True)  # each run sets its own mixed precision in this process
             train_sft(config, say=lambda m: None)
             evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             last = [row for row in evals if row.get("kind") == "eval"][-1]
