@@ -17,6 +17,8 @@ from rationalizer.evaluation.report import markdown_table, write_outputs
 from rationalizer.paths import cache_dir
 from rationalizer.prompting import resolve_quality
 
+from .config_options import options_from
+
 
 def _counterfactual_index(rows: list[Example]) -> dict[str, Example]:
     index: dict[str, Example] = {}
@@ -40,48 +42,32 @@ def _label(models: list[Rationalizer], i: int, quality: str, several_qualities: 
 
 @click.command("eval")
 @click.argument("bundles", nargs=-1)
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="JSONL in the project's schema.")
-@click.option("--limit", type=click.IntRange(1), help="Evaluate the first N examples.")
+@options_from(EvalConfig, exclude=("bootstrap_samples",), names={"max_new_tokens": "--max-tokens"})
 @click.option("--backend", type=click.Choice(["auto", *REGISTRY]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True)
 @click.option("--quality", "-q", "qualities", multiple=True, help="Quality setting; repeat to compare several.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for per-example JSONL, summary and chart.")
-@click.option("--simulator", default="default", show_default=True, help="Consistency model: default, a bundle, none.")
-@click.option("--verifier", default="default", show_default=True,
-              help="Plausibility model: default, a bundle, an OpenAI-compatible base URL, none.")
-@click.option("--verifier-model", help="Model name for an OpenAI-compatible verifier.")
-@click.option("--counterfactual", type=click.Path(dir_okay=False), help="JSONL of counterfactual rationales.")
-@click.option("--no-faithfulness", is_flag=True, help="Skip the oracle, perturbed and counterfactual checks.")
-@click.option("--max-tokens", type=click.IntRange(1, 4096), help="Generation budget per question.")
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 512))
-@click.option("--skip-invalid", is_flag=True,
-              help="Leave out (and count) the rows a model cannot take, instead of stopping before the run.")
 @click.option("--restart", is_flag=True,
               help="Discard the records of an interrupted run with the same arguments instead of resuming it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON instead of a table.")
-def eval_command(bundles: tuple[str, ...], data: str, limit: int | None, backend: str, device: str,
-                 qualities: tuple[str, ...], out: str | None, simulator: str, verifier: str,
-                 verifier_model: str | None, counterfactual: str | None, no_faithfulness: bool,
-                 max_tokens: int | None, seed: int, threads: int | None, skip_invalid: bool, restart: bool,
-                 as_json: bool) -> None:
+def eval_command(config: EvalConfig, bundles: tuple[str, ...], backend: str, device: str, qualities: tuple[str, ...],
+                 out: str | None, threads: int | None, restart: bool, as_json: bool) -> None:
     """Evaluate BUNDLES (default: the embedded model) on --data; several are compared side by side.
 
     Every row is checked against each model before the first generation; each bad one is named as
     file:line. Records are kept as they are made, so an eval that was killed or failed resumes
     where it stopped when it is run again with the same arguments.
     """
-    config = EvalConfig(data=data, limit=limit, max_new_tokens=max_tokens, seed=seed, simulator=simulator,
-                        verifier=verifier, verifier_model=verifier_model, faithfulness=not no_faithfulness,
-                        counterfactual=counterfactual, skip_invalid=skip_invalid)
     chosen = qualities or ("best",)
-    read = read_eval_rows(data, counterfactual)  # a missing or unreadable file fails before any model loads
+    # a missing or unreadable file fails before any model loads
+    read = read_eval_rows(config.data, config.counterfactual)
     models = [Rationalizer.load(None if b == "default" else b, backend=backend, device=device, threads=threads)
               for b in (bundles or ("default",))]
     judges = None
     try:
-        checked = check_eval_rows(read, models, chosen, max_tokens, limit)
-        if checked.invalid and not skip_invalid:
+        checked = check_eval_rows(read, models, chosen, config.max_new_tokens, config.limit)
+        if checked.invalid and not config.skip_invalid:
             checked.raise_if_invalid(lambda line: click.echo(line, err=True))
         if checked.invalid:
             click.echo(f"skipping {len(checked.invalid)} invalid rows (--skip-invalid):", err=True)

@@ -3,52 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from rationalizer.errors import UserError
+from rationalizer.config_checks import Range, check_settings
+from rationalizer.errors import ConfigError
 
-from .gguf_convert import FLOAT_TYPES
-from .gguf_quantize import GGUF_QUANTS
-from .onnx_export import ONNX_TYPES
-
-LORA = "lora"
-"""The GGUF type that means "the LoRA adapter alone, over the base GGUF"."""
+from .formats import GgufFloat, GgufQuant, GgufType, OnnxType
 
 
 @dataclass
 class ExportConfig:
     """One export run; it round-trips to JSON like every config of the project."""
 
-    source: str | None
-    """Bundle folder to export; None: the embedded default model."""
-    out: str
-    """Folder that receives one bundle folder per export (``gguf-q8_0``, ``onnx-int8``...)."""
-    gguf: list[str] = field(default_factory=list)
-    """GGUF outputs: f32, f16, bf16, a llama.cpp quantization (q8_0, q4_k_m...), or ``lora`` (adapter only)."""
-    onnx: list[str] = field(default_factory=list)
-    """ONNX outputs: fp32, int8 (dynamic), int8w and int4 (MatMulNBits weight-only)."""
-    lora_base: str = "f16"
-    """GGUF type of the base written next to a ``lora`` adapter when the base is not the embedded default."""
-    threads: int | None = None
-    dev: str | None = None
-    """Dev file for the fidelity report (answer agreement, accuracy, speed); None: no report."""
-    dev_limit: int = 50
-    max_new_tokens: int | None = None
-    """Generation budget per dev question (default: the bundle's)."""
+    source: str | None = field(metadata={"help": "Bundle folder to export; None: the embedded default model."})
+    out: str = field(metadata={"help": "Folder that receives one bundle folder per export (gguf-q8_0, onnx-int8...).",
+                               "nonempty": True})
+    gguf: list[GgufType] = field(default_factory=list, metadata={
+        "help": "GGUF outputs: f32, f16, bf16, a llama.cpp quantization (q8_0, q4_k_m...), or lora (the adapter "
+                "alone, applied over the base GGUF)."})
+    onnx: list[OnnxType] = field(default_factory=list, metadata={
+        "help": "ONNX outputs: fp32, int8 (dynamic: int8 weights and activations), int8w and int4 (weight-only "
+                "MatMulNBits)."})
+    lora_base: Literal[GgufFloat, GgufQuant] = field(default="f16", metadata={
+        "help": "GGUF type of the base written next to a lora adapter when the base is not the embedded default."})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads (quantization, verification, report).",
+                                                        "range": Range(1, 4096)})
+    dev: str | None = field(default=None, metadata={
+        "help": "Dev file for the fidelity report (answer agreement, accuracy, speed); None: no report."})
+    dev_limit: int = field(default=50, metadata={"help": "Dev questions the fidelity report uses.",
+                                                 "range": Range(1, 10**9)})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "Generation budget per dev question (default: the bundle's).", "range": Range(1, 4096)})
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         """Refuse unknown types and an empty request before any work starts."""
-        known_gguf = (*FLOAT_TYPES, *GGUF_QUANTS, LORA)
-        for kind in self.gguf:
-            if kind not in known_gguf:
-                raise UserError(f"unknown GGUF type {kind!r} (choose from {', '.join(known_gguf)})")
-        for kind in self.onnx:
-            if kind not in ONNX_TYPES:
-                raise UserError(f"unknown ONNX type {kind!r} (choose from {', '.join(ONNX_TYPES)})")
-        if self.lora_base not in (*FLOAT_TYPES, *GGUF_QUANTS):
-            raise UserError(f"lora_base must be a GGUF float or quantized type, not {self.lora_base!r}")
+        check_settings(self)
+        where = type(self).__name__
         if not self.gguf and not self.onnx:
-            raise UserError("nothing to export: ask for at least one GGUF or ONNX type")
-        if len(set(self.gguf)) != len(self.gguf) or len(set(self.onnx)) != len(self.onnx):
-            raise UserError("a type is listed twice")
-        if self.dev_limit < 1:
-            raise UserError("dev_limit must be at least 1")
+            raise ConfigError(where, "gguf", "and onnx are both empty: nothing to export")
+        for name in ("gguf", "onnx"):
+            kinds = getattr(self, name)
+            if len(set(kinds)) != len(kinds):
+                raise ConfigError(where, name, f"lists a type twice ({', '.join(kinds)})")

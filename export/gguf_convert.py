@@ -18,9 +18,9 @@ import numpy as np
 
 from rationalizer.errors import UserError
 
+from .formats import FLOAT_TYPES
 from .gguf_vocab import detect_pre_tokenizer, read_vocab
 
-FLOAT_TYPES = ("f32", "f16", "bf16")
 ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "Qwen2ForCausalLM": "QWEN2"}
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from rationalizer.errors import UserError
 
-GGUF_QUANTS = ("q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0")
-"""Quantization types offered (llama.cpp's names, lower case)."""
+from .formats import GGUF_QUANTS
 
 
 def quantize_gguf(source: Path, out: Path, quant: str, threads: int | None = None) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rationalizer.errors import UserError
+from rationalizer.manifest import ANSWER_MARKER
 
 # Names llama.cpp accepts for ``tokenizer.ggml.pre``, most specific first.
 PRE_TOKENIZER_CANDIDATES = ("smollm", "llama-bpe", "qwen2", "gpt-2", "starcoder", "olmo", "default")
@@ -29,7 +30,7 @@ PROBE_TEXTS = (
     "Hello world! It's 2024, and 12345 apples cost $3.50.\n\n  Indented   spaces\ttab",
     "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\nNo, they can't.",
     "Ünïcödé — 東京 🙂 don't won't I'M we'll   \n\n\n x",
-    "So the answer is yes. 3.14159 + 2718 = ? ((nested)) [brackets] {braces}",
+    f"{ANSWER_MARKER} yes. 3.14159 + 2718 = ? ((nested)) [brackets] {{braces}}",
 )
 
 

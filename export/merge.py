@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rationalizer import base_model
 from rationalizer.errors import UserError
 
 CHECK_TEXTS = (
@@ -46,9 +47,7 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, texts: tuple[str
 
     if not (adapter_dir / "adapter_model.safetensors").exists():
         raise UserError(f"{adapter_dir}: no adapter_model.safetensors (pickle adapter weights are refused)")
-    from rationalizer.backends.hf import tokenizer_folder
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter_dir, str(base_dir)), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(base_model.tokenizer_folder(adapter_dir, base_dir), local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, dtype=torch.float32,
                                                 local_files_only=True)
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False, local_files_only=True).eval()

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from rationalizer.errors import UserError
 
-ONNX_TYPES = ("fp32", "int8", "int8w", "int4")
-"""fp32: as exported; int8: dynamic quantization (int8 weights and activations); int8w and int4:
-weight-only MatMulNBits (8 or 4 bits in blocks of 32, activations stay float)."""
+from .formats import ONNX_TYPES
+
 # Inputs of these projections carry the large outlier channels of small LLMs; one int8 scale per
 # tensor for the activations then wipes out every other channel (measured on SmolLM2-135M:
 # top-1 lost on every check prompt with them quantized).

@@ -11,16 +11,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from rationalizer import Bundle, __version__
+from rationalizer import Bundle, __version__, base_model
 from rationalizer.atomic import atomic_write_text
 from rationalizer.errors import UserError
 from rationalizer.integrity import sha256_file
 from rationalizer.manifest import MANIFEST_NAME, Manifest, WeightFile
 
 from .bundles import export_manifest, publish, remove_own, remove_stale, temp_folder, weight_entry
-from .config import LORA, ExportConfig
+from .config import ExportConfig
 from .fidelity import FidelityRow, fidelity_rows, write_report
-from .gguf_convert import FLOAT_TYPES, write_lora_gguf, write_model_gguf
+from .formats import FLOAT_TYPES, LORA
+from .gguf_convert import write_lora_gguf, write_model_gguf
 from .gguf_quantize import quantize_gguf
 from .onnx_export import export_onnx_fp32, quantize_onnx
 from .quiet import native_output_silenced
@@ -118,7 +119,8 @@ def run_export(config: ExportConfig, base_resolver: BaseResolver | None = None,
     A failure or a kill leaves the outputs finished before it in place and no
     partial bundle (see :mod:`rationalizer.export.bundles`).
     """
-    config.validate()
+    if config.dev and not Path(config.dev).is_file():  # before the exports, not after them
+        raise UserError(f"{config.dev}: no such dev file")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale(out):
@@ -156,7 +158,6 @@ def _fidelity(run: _Run, results: list[ExportResult]) -> list[FidelityRow]:
 
     from rationalizer import Rationalizer
     from rationalizer.backends.base import default_threads
-    from rationalizer.backends.hf import TorchBackend
     from rationalizer.dataset import read_examples
 
     examples = read_examples(run.config.dev, limit=run.config.dev_limit)
@@ -164,8 +165,7 @@ def _fidelity(run: _Run, results: list[ExportResult]) -> list[FidelityRow]:
     model = AutoModelForCausalLM.from_pretrained(run.source.hf_dir, use_safetensors=True, dtype=torch.float32,
                                                  local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(run.source.hf_dir, local_files_only=True)
-    backend = TorchBackend.from_model(model, tokenizer, run.manifest)
-    reference = Rationalizer(run.source.bundle, backend, "torch", "hf", "cpu")
+    reference = Rationalizer.from_model(model, tokenizer, run.manifest, run.source.bundle.folder)
     return fidelity_rows(reference, results, examples, run.config.max_new_tokens, run.config.threads, run.progress)
 
 
@@ -218,8 +218,8 @@ def _gguf_lora(run: _Run) -> ExportResult:
     run.progress(f"{label}: converting the adapter")
     temp = temp_folder(run.out, label)
     adapter = write_lora_gguf(source.adapter_dir, source.hf_dir, temp / "adapter.gguf", run.manifest.name)
-    if run.manifest.base_model == "default":
-        embedded = Bundle.load("base")
+    if run.manifest.base_model == base_model.DEFAULT:
+        embedded = Bundle.load(base_model.SOURCE_BUNDLE)
         base_entry = embedded.files("gguf")[0]
         base_path = embedded.path_of(base_entry)
         base_files = [base_entry]

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rationalizer import Bundle
-from rationalizer.backends.hf import base_model_path
+from rationalizer import Bundle, base_model
 from rationalizer.bundle import BASE_BUNDLE_DIR
 from rationalizer.errors import UserError
 
 from .merge import MergeCheck, merge_adapter
 
-BaseResolver = Callable[[str], str]
-"""Turns a manifest's ``base_model`` (a folder, a hub id or ``default``) into a local checkpoint folder."""
+BaseResolver = Callable[[str], Path | str]
+"""Turns a manifest's ``base_model`` (a folder, a hub id or ``default``) into a local checkpoint folder
+(:func:`rationalizer.base_model.resolve` unless the caller builds the default base on demand)."""
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ExportSource:
     def base(self) -> Path:
         """The adapter's base checkpoint, resolved on first use (only a ``lora`` export needs its weights)."""
         if self.base_dir is None:
-            resolve = self.base_resolver or base_model_path
+            resolve = self.base_resolver or base_model.resolve
             self.base_dir = Path(resolve(self.bundle.manifest.base_model))
         return self.base_dir
 
@@ -45,7 +45,7 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
     The bundle's files are read through staged views in ``work`` (:meth:`Bundle.stage`) holding only
     the files the manifest lists and :meth:`Bundle.verify` checked, never others lying in its folders.
     """
-    resolve = base_resolver or base_model_path
+    resolve = base_resolver or base_model.resolve
     formats = bundle.formats()
     if "hf" in formats:
         bundle.verify("hf")
@@ -64,6 +64,6 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
         progress(f"merged: max |logit difference| against the unmerged model {check.max_abs_logit_diff:.2e}")
         return ExportSource(bundle, merged, adapter, base, check, resolve)
     if bundle.folder == BASE_BUNDLE_DIR.resolve():
-        return ExportSource(bundle, Path(resolve("default")))
+        return ExportSource(bundle, Path(resolve(base_model.DEFAULT)))
     raise UserError(f"{bundle.folder}: has only {', '.join(formats)} weights; export needs the HF or PEFT bundle "
                     "the trainer wrote")

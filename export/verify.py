@@ -17,7 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rationalizer.backends.stop_ids import hf_stop_token_ids
 from rationalizer.errors import UserError
+from rationalizer.logprobs import log_softmax
 from rationalizer.manifest import Manifest
 from rationalizer.prompting import build_prompt, render_codes, resolve_quality
 
@@ -52,12 +54,6 @@ def check_prompts(manifest: Manifest) -> list[str]:
     return [build_prompt(manifest.prompt, q, c, codes) for q, c in QUESTIONS]
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max()
-    return x - (m + np.log(np.exp(x - m).sum()))
-
-
 @dataclass
 class Reference:
     """The HF model's answers to the check prompts."""
@@ -76,15 +72,14 @@ def hf_reference(hf_dir: Path, prompts: list[str]) -> Reference:
     tokenizer = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, use_safetensors=True, dtype=torch.float32,
                                                  local_files_only=True).eval()
-    eos = model.generation_config.eos_token_id
-    stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    stop_ids = hf_stop_token_ids(model, tokenizer)
     ids, logprobs, greedy = [], [], []
     with torch.inference_mode():
         for prompt in prompts:
             tokens = tokenizer(prompt).input_ids
             ids.append(tokens)
             cache = _Incremental(lambda new, past: _hf_step(model, torch, new, past))
-            logprobs.append(_log_softmax(cache(tokens)))
+            logprobs.append(log_softmax(cache(tokens)))
             greedy.append(_greedy(cache, tokens, stop_ids))
     return Reference(ids, logprobs, greedy, stop_ids)
 
@@ -139,7 +134,7 @@ def compare(ref: Reference, ids: list[list[int]], new_runner: Callable[[], Calla
     top1, worst, greedy = 0, 0.0, []
     for ref_ids, ref_lp, ref_greedy, got_ids in zip(ref.ids, ref.logprobs, ref.greedy, ids):
         next_logits = new_runner()
-        lp = _log_softmax(next_logits(got_ids))
+        lp = log_softmax(next_logits(got_ids))
         top = np.argsort(-ref_lp)[:TOP]
         top1 += int(lp.argmax() == ref_lp.argmax())
         worst = max(worst, float(np.abs(lp[top] - ref_lp[top]).max()))
@@ -174,7 +169,7 @@ def check_onnx(ref: Reference, prompts: list[str], backend) -> Check:
 
     def step(new: list[int], state) -> tuple[np.ndarray, Any]:
         past, position = state if state is not None else (backend.empty_past(), 0)
-        logits, past = backend.step(new, past, position)
+        logits, past = backend.forward(new, past, position)
         return logits, (past, position + len(new))
 
     return compare(ref, ids, lambda: _Incremental(step))

@@ -16,6 +16,8 @@ import types
 import typing
 from typing import Any, TypeVar, Union
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -54,9 +56,15 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 
 
 @functools.cache
+def field_types(tp: type) -> dict[str, Any]:
+    """A dataclass's resolved annotations (resolving the strings of ``from __future__`` is slow)."""
+    return typing.get_type_hints(tp)
+
+
+@functools.cache
 def _fields_of(tp: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
-    """A dataclass's resolved type hints and init fields (resolving string annotations is slow)."""
-    return typing.get_type_hints(tp), {f.name: f for f in dataclasses.fields(tp) if f.init}
+    """A dataclass's resolved type hints and init fields."""
+    return field_types(tp), {f.name: f for f in dataclasses.fields(tp) if f.init}
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -88,7 +96,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         kwargs = {}
         for name, field in fields.items():
             if name in value:
-                kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}")
+                try:
+                    kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}")
+                except ConfigError as exc:  # a nested config refused a setting: name it from here
+                    raise exc.seen_from(tp.__name__, name) from None
             elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise DataclassValueError(f"{where}: missing key {name!r}")
         return tp(**kwargs)
@@ -105,7 +116,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise DataclassValueError(f"{where}: {_show(value)} is not one of {', '.join(map(repr, allowed))}")
+            # worded as a config's own check words it: "c.json.objective must be one of iro, multitask"
+            raise DataclassValueError(f"{where} must be one of {', '.join(map(str, allowed))}, not {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -32,12 +32,22 @@ class Example:
     rationale: str | None = None
     kind: str = "factual"
     source: str = ""
+    teacher_answer: str | None = None
+    """The answer a teacher's rationale states (``rationalize teach``); None: not known."""
+    teacher_correct: bool | None = None
+    """Whether ``teacher_answer`` matches the answer the teacher was asked to explain; None: not known."""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The example in the JSONL schema (extra fields kept)."""
+    def to_dict(self, teacher_fields: bool = False) -> dict[str, Any]:
+        """The example in the JSONL schema (extra fields kept), in the schema's key order.
+
+        ``teacher_answer`` and ``teacher_correct`` are written when either is known, or always
+        with ``teacher_fields`` (a teacher's output row, where null says it stated no readable answer).
+        """
         out = {"id": self.id, "question": self.question, "choices": self.choices, "answer": self.answer,
                "rationale": self.rationale, "kind": self.kind, "source": self.source}
+        if teacher_fields or self.teacher_answer is not None or self.teacher_correct is not None:
+            out.update(teacher_answer=self.teacher_answer, teacher_correct=self.teacher_correct)
         out.update(self.extra)
         return out
 
@@ -79,7 +89,15 @@ def example_from_dict(row: Any, where: str, fallback_id: str) -> Example:
     source = row.get("source")
     if source is not None and not isinstance(source, str):
         raise DataError(f"{where}: 'source' must be text or null")
-    known = {"id", "question", "answer", "choices", "rationale", "kind", "source"}
+    teacher_answer = row.get("teacher_answer")
+    if _is_number(teacher_answer):
+        teacher_answer = str(teacher_answer)  # as for 'answer': a free-form answer may be written as a number
+    if teacher_answer is not None and not isinstance(teacher_answer, str):
+        raise DataError(f"{where}: 'teacher_answer' must be text or null, not {_show(teacher_answer)}")
+    teacher_correct = row.get("teacher_correct")
+    if teacher_correct is not None and not isinstance(teacher_correct, bool):
+        raise DataError(f"{where}: 'teacher_correct' must be true, false or null, not {_show(teacher_correct)}")
+    known = {"id", "question", "answer", "choices", "rationale", "kind", "source", "teacher_answer", "teacher_correct"}
     return Example(
         id=_row_id(row.get("id"), where, fallback_id),
         question=question.strip(),
@@ -88,6 +106,8 @@ def example_from_dict(row: Any, where: str, fallback_id: str) -> Example:
         rationale=rationale.strip() if isinstance(rationale, str) and rationale.strip() else None,
         kind=kind,
         source=source or "",
+        teacher_answer=teacher_answer,
+        teacher_correct=teacher_correct,
         extra={k: v for k, v in row.items() if k not in known},
     )
 

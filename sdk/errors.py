@@ -16,6 +16,22 @@ class UserError(RationalizerError):
     """The caller asked for something that cannot be done as asked."""
 
 
+class ConfigError(UserError):
+    """A setting of a config dataclass is not allowed: ``key`` names it (``lora.r``), ``problem`` says why.
+
+    The message reads ``<where>: <key> <problem>``; ``where`` is the config's class, or the file it was
+    read from once :func:`rationalizer.config_file.load_config` has seen the error.
+    """
+
+    def __init__(self, where: str, key: str, problem: str) -> None:
+        super().__init__(f"{where}: {key} {problem}")
+        self.where, self.key, self.problem = where, key, problem
+
+    def seen_from(self, where: str, parent: str | None = None) -> ConfigError:
+        """The same error told by ``where``, with the key under ``parent`` (the field of a nested config)."""
+        return ConfigError(where, f"{parent}.{self.key}" if parent else self.key, self.problem)
+
+
 class InputError(UserError, ValueError):
     """A question, choice list or option value is not acceptable."""
 

@@ -45,6 +45,11 @@ TEMPLATE_FIELDS = {
 }
 """The placeholders each format string of a manifest may use (``{{`` and ``}}`` write literal braces)."""
 _PACKAGE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+ANSWER_MARKER = "So the answer is"
+"""The answer marker of the I-RO output format (``<rationale> So the answer is <answer>.``): what the
+trainer puts before the answer, what teachers are asked to write, and the default of
+:attr:`ParserSettings.marker`. A bundle's own manifest may name another marker; code that has a
+manifest reads ``manifest.parser.marker``, code that has none uses this."""
 
 
 @dataclass
@@ -111,7 +116,7 @@ class ParserSettings:
     ``mention`` takes the only choice the text mentions.
     """
 
-    marker: str = "So the answer is"
+    marker: str = ANSWER_MARKER
     strategies: list[str] = field(default_factory=lambda: ["marker"])
     score_choices: bool = True
     """When the question has choices and the text names none of them, answer with the choice the model

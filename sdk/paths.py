@@ -1,4 +1,7 @@
-"""Where the project keeps its per-user cache (verified hashes, built models)."""
+"""Where the project keeps its per-user cache (verified hashes, built models).
+
+A leaf: it imports only the standard library, so any module may use it without an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,3 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "rationalizer"
-
-
-def default_base_checkpoint() -> Path:
-    """Where the default base model's HF checkpoint is cached once built from the embedded GGUF."""
-    from .bundle import Bundle
-
-    gguf_file = Bundle.load("base").files("gguf")[0]
-    return cache_dir() / "base" / f"smollm2-135m-instruct-{gguf_file.sha256[:12]}"

@@ -1,7 +1,8 @@
 """Prompts, control codes and answer parsing: the one module the trainer and every backend share.
 
-Output format (MaRio I-RO, SCOTT): the model writes ``<rationale> So the answer
-is <answer>.``; the answer is read from the text after the marker. Control codes
+Output format (MaRio I-RO, SCOTT): the model writes its rationale, then the answer
+marker (:data:`~rationalizer.manifest.ANSWER_MARKER` unless the manifest names another)
+and the answer; the answer is read from the text after the marker. Control codes
 are plain text made of ordinary tokens (``<plausibility:5>``), placed before the
 question.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from .errors import BundleError, InputError
-from .manifest import ControlScheme, ParserSettings, PromptTemplate
+from .manifest import ANSWER_MARKER, ControlScheme, ParserSettings, PromptTemplate
 from .prompt_text import Prompt, parts_of
 
 Quality = str | Mapping[str, int] | None
@@ -213,8 +214,8 @@ def fixed_prefix(template: PromptTemplate) -> Prompt:
     return full.head(full.index("\x00"))
 
 
-def format_target(rationale: str, answer: str, marker: str = "So the answer is") -> str:
-    """The I-RO training target: ``<rationale> So the answer is <answer>.``"""
+def format_target(rationale: str, answer: str, marker: str = ANSWER_MARKER) -> str:
+    """The I-RO training target ``<rationale> <marker> <answer>.`` (the answer sentence alone without a rationale)."""
     rationale = rationale.strip()
     sep = " " if rationale else ""
     return f"{rationale}{sep}{marker} {answer.strip().rstrip('.')}."
@@ -303,7 +304,7 @@ def _last_marker(text: str, marker: str) -> re.Match | None:
     return hits[-1] if hits else None
 
 
-def text_before_answer(text: str, marker: str = "So the answer is") -> str:
+def text_before_answer(text: str, marker: str = ANSWER_MARKER) -> str:
     """The rationale part of generated text: everything before the last answer marker (all of it if none)."""
     hit = _last_marker(text, marker)
     return (text[: hit.start()] if hit else text).strip()

@@ -6,6 +6,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .backends import GenerationParams, GenerationStats, choose_backend
@@ -62,6 +63,19 @@ class Rationalizer:
         bundle.verify(fmt, verify)
         instance = backend_cls.open(bundle, fmt, concrete_device, threads)
         return cls(bundle, instance, backend_cls.name, fmt, concrete_device)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, manifest: Manifest, folder: str | Path | None = None,
+                   fmt: str = "hf") -> "Rationalizer":
+        """A model already in memory (a transformers causal LM and its tokenizer) run through the torch
+        backend with ``manifest``'s template, control codes and parser: the trainer evaluates its policy
+        and the exporter its fp32 reference this way. ``folder`` is where the bundle lies or will be
+        written (``bundle.folder``; the working directory when None), ``fmt`` the weights it stands for."""
+        from .backends.hf import TorchBackend  # torch only now, never at `import rationalizer`
+
+        bundle = Bundle(Path(folder) if folder is not None else Path.cwd(), manifest)
+        backend = TorchBackend.from_model(model, tokenizer, manifest)
+        return cls(bundle, backend, TorchBackend.name, fmt, str(model.device))
 
     @property
     def name(self) -> str:

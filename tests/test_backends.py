@@ -143,13 +143,31 @@ PAIRS = [("Q: Is the sun a star?\nA: So the answer is", " yes."), ("Q: Is the su
          ("Q: Is the sun a star?\nA: So the answer is", " a small blue planet."), ("Where is milk kept?", " fridge")]
 
 
+def full_forward_loglikelihoods(bundle: str, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+    """Each whole text in one transformers forward pass: the reference every scoring path must match."""
+    import torch
+
+    from rationalizer.backends.hf import load_hf
+    from rationalizer.backends.scoring import split_continuation
+    from rationalizer.bundle import Bundle
+    from rationalizer.prompt_text import transformers_encoder
+
+    model, tokenizer = load_hf(Bundle.load(bundle))
+    encode = transformers_encoder(tokenizer).encode
+    out = []
+    with torch.inference_mode():
+        for context, continuation in pairs:
+            full = encode(context + continuation)
+            start = split_continuation(full, encode(context))
+            logprobs = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), dim=-1)
+            out.append((sum(float(logprobs[i - 1, full[i]]) for i in range(start, len(full))), len(full) - start))
+    return out
+
+
 @pytest.mark.parametrize("folder", ["gguf-f32", "onnx-fp32", "torch"])
 def test_every_runtime_scores_continuations_as_a_full_forward_pass_does(folder, tiny_exports, tiny_bundle):
     """The backends score token by token on their KV cache; the reference runs each whole text at once."""
-    from rationalizer.bundle import Bundle
-    from rationalizer.scorers.torch_scorer import TorchScorer
-
-    reference = TorchScorer(Bundle.load(str(tiny_bundle))).loglikelihoods(PAIRS)
+    reference = full_forward_loglikelihoods(str(tiny_bundle), PAIRS)
     path = str(tiny_bundle) if folder == "torch" else str(tiny_exports / folder)
     with Rationalizer.load(path, threads=1) as model:
         got = model._backend.loglikelihoods(PAIRS)
@@ -159,6 +177,29 @@ def test_every_runtime_scores_continuations_as_a_full_forward_pass_does(folder, 
         assert model.rationalize("Can a penguin fly?", max_new_tokens=6).text == before
     assert [n for _, n in got] == [n for _, n in reference] and min(n for _, n in got) >= 1
     assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in reference], abs=2e-3)
+
+
+@pytest.mark.parametrize("folder", ["gguf-f32", "torch"])
+def test_judges_are_backends_that_score_as_a_full_forward_pass_does(folder, tiny_exports, tiny_bundle):
+    """A judge opens its bundle with the backend a model would get; llama.cpp's judge keeps every
+    position's logits and scores each text in one pass, reusing the cache of a shared context."""
+    from rationalizer.backends.llamacpp import JUDGE_CONTEXT
+    from rationalizer.evaluation.judges import load_judge
+
+    reference = full_forward_loglikelihoods(str(tiny_bundle), PAIRS)
+    judge = load_judge(str(tiny_bundle) if folder == "torch" else str(tiny_exports / folder), threads=1)
+    try:
+        assert judge.backend.name == ("torch" if folder == "torch" else "llamacpp")
+        got = judge.backend.loglikelihoods(PAIRS)
+        again = judge.backend.loglikelihoods(PAIRS[::-1])[::-1]  # other order: the reused cache changes nothing
+        assert [ll for ll, _ in again] == pytest.approx([ll for ll, _ in got], abs=1e-4)
+        assert [n for _, n in got] == [n for _, n in reference]
+        assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in reference], abs=2e-3)
+        if folder != "torch":
+            with pytest.raises(InputError, match="judge's context"):
+                judge.backend.loglikelihoods([("word " * JUDGE_CONTEXT, " yes")])
+    finally:
+        judge.close()
 
 
 def test_a_choice_question_always_gets_one_of_its_choices(tiny_model):

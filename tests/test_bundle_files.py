@@ -231,7 +231,7 @@ def test_onnx_reads_only_listed_configs_and_external_data(onnx_bundle, tmp_path)
 
 
 def test_folders_named_default_or_base_never_replace_the_embedded_bundles(tmp_path):
-    from rationalizer.scorers import load_scorer
+    from rationalizer.evaluation.judges import load_judge
 
     for name in ("default", "base"):
         write_bundle(tmp_path / name, {"m.gguf": b"GGUF"}, name=f"local-{name}")
@@ -242,7 +242,7 @@ def test_folders_named_default_or_base_never_replace_the_embedded_bundles(tmp_pa
         assert Bundle.load("base").folder == BASE_BUNDLE_DIR
         assert Bundle.load("./default").manifest.name == "local-default"  # a path opens the folder
         assert Bundle.load(Path("base")).manifest.name == "local-base"
-        load_scorer("default", threads=1).close()  # the default judge: the embedded base GGUF (the local one fails)
+        load_judge("default", threads=1).close()  # the default judge: the embedded base GGUF (the local one fails)
     finally:
         os.chdir(old)
     embedded = Bundle.load().manifest.name

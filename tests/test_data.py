@@ -61,3 +61,23 @@ def test_write_examples_round_trips(tmp_path):
     again, _ = read_dataset(tmp_path / "out.jsonl")
     assert again == examples
     assert not list(tmp_path.glob(".out.jsonl.*"))  # no temporary file left
+
+
+def test_teacher_fields_round_trip_and_are_checked(tmp_path):
+    taught = {**ROW, "rationale": "Penguins swim.", "kind": "factual", "source": "teacher t",
+              "teacher_answer": "no", "teacher_correct": True, "gold_answer": "no"}
+    path = write_jsonl(tmp_path / "d.jsonl", [taught, ROW])
+    examples, _ = read_dataset(path)
+    assert (examples[0].teacher_answer, examples[0].teacher_correct) == ("no", True)
+    assert examples[0].extra == {"gold_answer": "no"}
+    assert (examples[1].teacher_answer, examples[1].teacher_correct) == (None, None)
+    # written back in the file's key order; a row without teacher fields gets none
+    assert list(examples[0].to_dict()) == list(taught)
+    assert "teacher_answer" not in examples[1].to_dict()
+    write_examples(tmp_path / "out.jsonl", examples)
+    assert read_dataset(tmp_path / "out.jsonl")[0] == examples
+    for bad, message in [({"teacher_correct": "false"}, "'teacher_correct' must be true, false or null"),
+                         ({"teacher_answer": ["no"]}, "'teacher_answer' must be text or null")]:
+        write_jsonl(path, [ROW, {**taught, **bad}])
+        with pytest.raises(DataError, match=rf"d\.jsonl:2: {message}"):
+            read_dataset(path)

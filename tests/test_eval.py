@@ -120,11 +120,12 @@ def test_default_model_end_to_end(tmp_path):
 
 
 @pytest.mark.e2e
-def test_llamacpp_scorer_ranks_the_greedy_token_first():
+def test_llamacpp_judge_ranks_the_greedy_token_first():
     from rationalizer import Rationalizer
-    from rationalizer.scorers import load_scorer
+    from rationalizer.evaluation.judges import load_judge
 
-    scorer = load_scorer("default")  # the judge is the undistilled base, so its greedy token comes from the base
+    judge = load_judge("default")  # the judge is the undistilled base, so its greedy token comes from the base
+    scorer = judge.backend
     base_model = Rationalizer.load("base")
     try:
         context = base_model.prompt("Can a penguin fly?", ["yes", "no"])
@@ -134,5 +135,5 @@ def test_llamacpp_scorer_ranks_the_greedy_token_first():
         assert scores[0] == max(scores)
         assert scorer.loglikelihoods([(context, greedy)]) == scorer.loglikelihoods([(context, greedy)])  # cache-safe
     finally:
-        scorer.close()
+        judge.close()
         base_model.close()

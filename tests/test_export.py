@@ -153,13 +153,14 @@ def test_lora_gguf_over_a_base_gguf_matches_the_merged_model(peft_bundle, tiny_b
         model.rationalize("Can a penguin fly?", max_new_tokens=4)
         pairs = [("Can a penguin fly? So the answer is", " no."), ("Can a penguin fly? So the answer is", " yes.")]
         runtime = [ll for ll, _ in model._backend.loglikelihoods(pairs)]
-    from rationalizer.scorers import load_scorer
-    from rationalizer.scorers.torch_scorer import TorchScorer
+    from rationalizer.evaluation.judges import load_judge
 
-    judge = load_scorer(str(lora.folder), threads=1)  # a LoRA bundle as judge scores with its adapter applied
-    assert [ll for ll, _ in judge.loglikelihoods(pairs)] == pytest.approx(runtime, abs=1e-3)
+    judge = load_judge(str(lora.folder), threads=1)  # a LoRA bundle as judge scores with its adapter applied
+    assert [ll for ll, _ in judge.backend.loglikelihoods(pairs)] == pytest.approx(runtime, abs=1e-3)
     judge.close()
-    base_alone = [ll for ll, _ in TorchScorer(Bundle.load(str(tiny_bundle))).loglikelihoods(pairs)]
+    base = load_judge(str(tiny_bundle))
+    base_alone = [ll for ll, _ in base.backend.loglikelihoods(pairs)]
+    base.close()
     assert max(abs(a - b) for a, b in zip(runtime, base_alone)) > 1e-2
 
 
@@ -244,8 +245,8 @@ def test_export_killed_with_sigkill_leaves_no_partial_bundle_and_a_rerun_complet
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--gguf", "q3_x"], "unknown GGUF type 'q3_x'"),
-    (["--onnx", "int2"], "unknown ONNX type 'int2'"),
+    (["--gguf", "q3_x"], "'q3_x' is not one of 'f32'"),
+    (["--onnx", "int2"], "'int2' is not one of 'fp32'"),
     ([], "nothing to export"),
 ])
 def test_cli_refuses_bad_types_in_one_line(tiny_bundle, tmp_path, args, message):

@@ -11,7 +11,7 @@ from conftest import write_jsonl
 from rationalizer import BackendError
 from rationalizer.cli.main import cli
 from rationalizer.http_client import RetryPolicy
-from rationalizer.scorers.http_verifier import OpenAIVerifier
+from rationalizer.evaluation.http_verifier import OpenAIVerifier
 
 pytestmark = pytest.mark.e2e
 

@@ -31,10 +31,8 @@ def test_diversity_by_hand():
     assert diversity("go go go go go go") == pytest.approx((1 - 4 / 5) * (1 - 3 / 4) * (1 - 2 / 3))
 
 
-class TableScorer:
-    """Log-likelihoods from a table, to check the consistency formula by hand."""
-
-    name = "table"
+class TableJudge:
+    """Log-likelihoods from a table, to check the consistency formula by hand (all a judge backend gives)."""
 
     def __init__(self, table):
         self.table = table
@@ -48,7 +46,7 @@ def test_consistency_formula_by_hand():
         ("Q R", " yes"): (-1.0, 1), ("Q R", " no"): (-6.0, 2),   # normalized -1 and -3
         ("Q", " yes"): (-2.0, 1), ("Q", " no"): (-2.0, 1),       # a coin flip without the rationale
     }
-    delta, p_with, p_without = consistency(TableScorer(table), "Q R", "Q", [" yes", " no"], " yes")
+    delta, p_with, p_without = consistency(TableJudge(table), "Q R", "Q", [" yes", " no"], " yes")
     expected_with = math.exp(-1) / (math.exp(-1) + math.exp(-3))
     assert p_with == pytest.approx(expected_with)
     assert p_without == pytest.approx(0.5)
@@ -58,11 +56,10 @@ def test_consistency_formula_by_hand():
 def test_consistency_through_a_real_tiny_model_matches_a_direct_forward_pass(tiny_bundle):
     import torch
 
-    from rationalizer import Bundle
-    from rationalizer.scorers.torch_scorer import TorchScorer
+    from rationalizer.evaluation.judges import load_judge
 
-    scorer = TorchScorer(Bundle.load(tiny_bundle))
-    model, tok = scorer.model, scorer.tokenizer
+    judge = load_judge(str(tiny_bundle))
+    model, tok = judge.backend.model, judge.backend.tokenizer
     context, choices = "Can a penguin fly? Penguins swim. So the answer is", [" yes", " no"]
 
     def mean_logprob(continuation):
@@ -77,7 +74,8 @@ def test_consistency_through_a_real_tiny_model_matches_a_direct_forward_pass(tin
 
     scores = [mean_logprob(c) for c in choices]
     by_hand = [math.exp(s) / sum(math.exp(x) for x in scores) for s in scores]
-    assert choice_probabilities(scorer, context, choices) == pytest.approx(by_hand, rel=1e-5)
+    assert choice_probabilities(judge.backend, context, choices) == pytest.approx(by_hand, rel=1e-5)
+    judge.close()
 
 
 @pytest.mark.parametrize(

@@ -66,20 +66,21 @@ def test_llamacpp_backend_on_the_shipped_model_parses_only_the_template_markers(
 
 
 def test_llamacpp_judge_scores_rationales_as_plain_text():
-    from rationalizer.scorers import load_scorer
+    from rationalizer.evaluation.judges import load_judge
 
-    scorer = load_scorer("default", threads=1)
+    judge = load_judge("default", threads=1)
     try:
-        encoder = scorer._encoder
-        llm = scorer._llm
-        check_encoder(scorer._tokens, lambda t: llm.tokenize(t.encode(), add_bos=True, special=True),
-                      encoder.control_ids(), scorer.template, encoder.control)
+        backend = judge.backend
+        encoder = backend._encoder
+        llm = backend._llm
+        check_encoder(backend._tokenize, lambda t: llm.tokenize(t.encode(), add_bos=True, special=True),
+                      encoder.control_ids(), judge.template, encoder.control)
     finally:
-        scorer.close()
+        judge.close()
 
 
 def test_torch_backend_and_judge_parse_only_the_template_markers(tiny_model):
-    from rationalizer.scorers.torch_scorer import TorchScorer
+    from rationalizer.evaluation.judges import load_judge
 
     backend = tiny_model._backend
     tok = backend.tokenizer
@@ -87,8 +88,9 @@ def test_torch_backend_and_judge_parse_only_the_template_markers(tiny_model):
     control = {tok.convert_tokens_to_ids(s) for s in specials}
     legacy = lambda text: tok(text).input_ids  # noqa: E731
     check_encoder(backend.encode, legacy, control, tiny_model.manifest.prompt, specials)
-    scorer = TorchScorer(model=backend.model, tokenizer=tok, template=tiny_model.manifest.prompt)
-    check_encoder(scorer._encode, legacy, control, tiny_model.manifest.prompt, specials)
+    judge = load_judge(str(tiny_model.bundle.folder))  # an HF judge is the torch backend, opened to score
+    check_encoder(judge.backend.encode, legacy, control, judge.template, specials)
+    judge.close()
 
 
 @pytest.fixture(scope="module")

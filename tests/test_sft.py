@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 from conftest import write_jsonl
 from rationalizer import Rationalizer
-from rationalizer.backends.hf import TorchBackend, load_hf
+from rationalizer.backends.hf import load_hf
+from rationalizer.config_file import load_config, save_config
 from rationalizer.dataset import Example
-from rationalizer.training.config import SFTConfig, load_config, save_config
+from rationalizer.training.config import SFTConfig
 from rationalizer.training.items import IGNORE, build_items, template_for
 
 
@@ -110,7 +111,7 @@ def test_multitask_objective_and_merged_weights(tiny_bundle, tmp_path):
     assert r.prompt("Is it?").count("[explain] Is it?") == 1
     merged_text = r.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=8).text
     model, tok = load_hf(r.bundle, "cpu", "peft", merge=False)  # the adapter over its base, unmerged
-    unmerged = Rationalizer(r.bundle, TorchBackend.from_model(model, tok, r.manifest), "torch", "peft", "cpu")
+    unmerged = Rationalizer.from_model(model, tok, r.manifest, r.bundle.folder, fmt="peft")
     assert unmerged.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=8).text == merged_text
 
 

@@ -161,6 +161,50 @@ def test_repeated_questions_and_ids_are_asked_once(tmp_path):
         server.close()
 
 
+class ScriptedTeacher:
+    """A teacher that answers each (id, kind) with a fixed (rationale, stated answer)."""
+
+    name, concurrency, batch_size = "scripted", 1, 2
+
+    def __init__(self, script):
+        self.script = script
+
+    def write(self, requests):
+        from rationalizer.training.teachers.base import TeacherOutput
+        return [TeacherOutput("", *self.script[(r.example.id, r.kind)]) for r in requests]
+
+
+def test_rows_keep_their_keys_order_and_values(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", QUESTIONS[:3])
+    out = tmp_path / "o.jsonl"
+    script = {("q0", "factual"): ("Whales nurse their young.", "yes"),
+              ("q0", "counterfactual"): ("Whales are fish.", "no"),
+              ("q1", "factual"): ("Sharks are fish.", None),  # no readable stated answer
+              ("q1", "counterfactual"): ("Sharks nurse their young.", "no"),  # states the wrong answer
+              ("q2", "factual"): ("  ", "yes"), ("q2", "counterfactual"): ("Bats are birds.", "no")}
+    config = TeachConfig(data=str(data), out=str(out), teacher="scripted", counterfactual=True)
+    summary = teach(config, ScriptedTeacher(script))
+    assert (summary.done, summary.filtered["empty"], summary.stated, summary.stated_correct) == (5, 1, 5, 4)
+    q = {r["id"]: r for r in QUESTIONS}
+
+    def row(i, kind, answer, rationale, stated, correct):
+        base = {"id": i, "question": q[i]["question"], "choices": ["yes", "no"], "answer": answer,
+                "rationale": rationale, "kind": kind, "source": "teacher scripted",
+                "teacher_answer": stated, "teacher_correct": correct}
+        return {**base, "gold_answer": q[i]["answer"]} if kind == "counterfactual" else base
+
+    got = rows(out)
+    assert got == [row("q0", "factual", "yes", "Whales nurse their young.", "yes", True),
+                   row("q0", "counterfactual", "no", "Whales are fish.", "no", True),
+                   row("q1", "factual", "no", "Sharks are fish.", None, None),
+                   row("q1", "counterfactual", "yes", "Sharks nurse their young.", "no", False),
+                   row("q2", "counterfactual", "no", "Bats are birds.", "no", True)]
+    assert [list(r) for r in got] == [list(row(r["id"], r["kind"], "", "", "", "")) for r in got]
+    rejected = rows(tmp_path / "o.rejected.jsonl")
+    assert rejected == [{**row("q2", "factual", "yes", "  ", "yes", True), "rejected": "empty"}]
+    assert list(rejected[0])[-1] == "rejected"
+
+
 def test_wrong_answers_flip_yes_no_and_pick_a_wrong_choice():
     yn = Example("a", "Is it?", "yes", ["yes", "no"])
     mc = Example("b", "Which?", "red", ["red", "green", "blue"])

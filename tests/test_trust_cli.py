@@ -194,7 +194,7 @@ def test_a_base_that_is_not_on_disk_is_one_line(tmp_path, monkeypatch):
                                           str(tmp_path / "o"), "--max-steps", "1"])
         assert result.exit_code == 2, result.output
         assert_one_line(result.stderr)
-        assert f"base model {base}" in result.stderr
+        assert f"base model {base!r}" in result.stderr
 
 
 @pytest.mark.parametrize("settings, named", [

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rationalizer import Bundle
+from rationalizer import Bundle, base_model
 from rationalizer.errors import UserError
-from rationalizer.paths import default_base_checkpoint
 
-DEFAULT = "default"
 CHECK_PROMPTS = (
     "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\n",
     "The capital of France is",
@@ -40,14 +38,15 @@ class LogitCheck:
 
 
 def build_default_base(progress: Callable[[str], None] = print, check: bool = True) -> Path:
-    """Build (once) and return the default base HF checkpoint; later calls return the cached one."""
-    target = default_base_checkpoint()
+    """Build (once) and return the default base HF checkpoint where :mod:`rationalizer.base_model` says it
+    lies; later calls return the cached one."""
+    target = base_model.default_checkpoint()
     if (target / "model.safetensors").exists():
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    bundle = Bundle.load("base")
+    bundle = Bundle.load(base_model.SOURCE_BUNDLE)
     bundle.verify("gguf")
     gguf = bundle.main_file("gguf")
     progress(f"building the default base checkpoint from {gguf.name} (once; cached in {target.parent})")
@@ -77,7 +76,13 @@ def build_default_base(progress: Callable[[str], None] = print, check: bool = Tr
                      f"max |Δ log p| {result.max_abs_logprob_diff:.3f}")
             if result.top1_agreement < 1.0 or result.max_abs_logprob_diff > 0.5:
                 raise UserError(f"the rebuilt checkpoint does not match the GGUF ({result}); not cached")
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:
+            # another process built it at the same time (two test workers, a benchmark beside a test):
+            # its checkpoint is the same one, so keep it; anything else is a real failure
+            if not (target / "model.safetensors").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -89,6 +94,8 @@ def check_against_gguf(hf_path: Path, gguf: Path, prompts: tuple[str, ...] = CHE
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rationalizer.logprobs import log_softmax
 
     tokenizer = AutoTokenizer.from_pretrained(hf_path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(hf_path, use_safetensors=True, local_files_only=True).eval()
@@ -104,8 +111,7 @@ def check_against_gguf(hf_path: Path, gguf: Path, prompts: tuple[str, ...] = CHE
                 hf = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1).numpy()
             llm.reset()
             llm.eval(gguf_ids)
-            raw = np.asarray(llm.scores[len(gguf_ids) - 1], dtype=np.float64)
-            gg = raw - (np.log(np.exp(raw - raw.max()).sum()) + raw.max())
+            gg = log_softmax(llm.scores[len(gguf_ids) - 1])
             top = np.argsort(-gg)[:20]
             agree += int(hf.argmax() == gg.argmax())
             worst = max(worst, float(np.abs(hf[top] - gg[top]).max()))
@@ -114,6 +120,9 @@ def check_against_gguf(hf_path: Path, gguf: Path, prompts: tuple[str, ...] = CHE
     return LogitCheck(agree / len(prompts), worst)
 
 
-def resolve_base(spec: str, progress: Callable[[str], None] = print) -> str:
-    """A local path or hub id as given; ``default`` becomes the cached default base checkpoint."""
-    return str(build_default_base(progress)) if spec == DEFAULT else spec
+def resolve_or_build(spec: str, progress: Callable[[str], None] = print) -> Path:
+    """:func:`rationalizer.base_model.resolve`, building the default base first when ``spec`` names it
+    (training and export may take a minute to build it; loading a model never builds anything)."""
+    if spec == base_model.DEFAULT:
+        build_default_base(progress)
+    return base_model.resolve(spec)

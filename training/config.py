@@ -1,219 +1,173 @@
-"""Trainer settings as dataclasses: the same objects configure code, the CLI and saved files."""
+"""Trainer settings as dataclasses: the same objects configure code, the CLI and saved files.
+
+Each setting is a ``field`` whose metadata holds its help text (the CLI's option help) and the
+values it allows (:mod:`rationalizer.config_checks`); ``__post_init__`` checks them, so a config
+built by code is refused as one read from a file is.
+"""
 
 from __future__ import annotations
 
-import json
 import math
-import reprlib
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Literal
 
-from rationalizer.dataclass_json import DataclassValueError, from_dict, to_dict
-from rationalizer.errors import UserError
+from rationalizer.backends import Device
+from rationalizer.config_checks import Range, check_settings
+from rationalizer.errors import ConfigError
+
+from .precision import Precision
+
+Objective = Literal["iro", "multitask"]
+Schedule = Literal["cosine", "linear", "constant"]
+
+_COUNT = Range(1, 10**9)  # a count of rows, steps or questions
 
 
 @dataclass
 class LoraSettings:
     """peft LoRA settings (all linear layers of a Llama block by default)."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"])
+    r: int = field(default=16, metadata={"help": "LoRA rank.", "range": Range(1, 4096)})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r).",
+                                             "range": Range(0, 1e6, low_open=True)})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input.", "range": Range(0, 0.999)})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Module names that get an adapter.", "nonempty": "must name at least one module"})
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
-class SFTConfig:
+class TrainerConfig:
+    """What every trainer reads: data, LoRA, optimizer, batching, checkpoints, precision and device."""
+
+    train: list[str] = field(metadata={
+        "help": "Training files (JSONL/CSV in the project's schema); counterfactual rows are recognized by `kind`.",
+        "nonempty": "must name at least one training file"})
+    out: str = field(metadata={"help": "Output bundle folder (checkpoints, metrics and the final adapter go here).",
+                               "nonempty": True})
+    train_limit: int | None = field(default=None, metadata={
+        "help": "Use the first N usable rows of each training file.", "range": _COUNT})
+    train_limits: list[int] | None = field(default=None, metadata={
+        "help": "Per-file limits, in the order of `train` (0: no limit); overrides `train_limit` where given.",
+        "range": Range(0, 10**9)})
+    max_per_question: int | None = field(default=None, metadata={
+        "help": "Keep at most this many rows per question and file (files with several teacher rationales per "
+                "question then cover more questions within a limit).", "range": _COUNT})
+    drop_teacher_incorrect: bool = field(default=True, metadata={
+        "help": "Skip rows marked `teacher_correct: false` (rationales that argue for a wrong answer)."})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate.",
+                                                         "range": Range(0, 1, low_open=True)})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per batch (and per process).",
+                                                 "range": Range(1, 65_536)})
+    grad_accum: int = field(default=1, metadata={"help": "Batches per optimizer step.", "range": Range(1, 65_536)})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps spent warming the learning rate up.",
+                                                        "range": Range(0, 0.999)})
+    schedule: Schedule = field(default="cosine", metadata={"help": "Learning-rate decay after warmup."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay.", "range": Range(0, 1)})
+    max_length: int = field(default=384, metadata={"help": "Longest training sequence in tokens (longer ones are dropped).",
+                                                   "range": Range(8, 1_048_576)})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "Batches of similar length (less padding); order is still shuffled by seed."})
+    checkpoint_every: int = field(default=50, metadata={"help": "Steps between checkpoints.", "range": _COUNT})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept.", "range": Range(1, 1000)})
+    seed: int = field(default=0, metadata={"help": "Seed of shuffling, dropout and sampling.",
+                                           "range": Range(0, 2**32 - 1)})
+    precision: Precision = field(default="auto", metadata={
+        "help": "auto: bf16 where the hardware computes it natively (AVX-512 BF16/AMX CPUs, bf16 CUDA), else fp32; "
+                "bf16 is autocast (the LoRA weights and the optimizer state stay fp32)."})
+    packing: bool = field(default=True, metadata={
+        "help": "Padding-free packing: a batch's sequences back to back in one row, attention kept within each, "
+                "logits only at target positions; off: padded batches (length-grouped with `group_by_length`)."})
+    device: Device = field(default="auto", metadata={"help": "Where to train: auto takes a usable GPU."})
+    max_new_tokens: int = field(default=96, metadata={
+        "help": "Generation budget per answer (dev accuracy, MaRio's samples, the bundle's default).",
+        "range": Range(1, 4096)})
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of one training run, given the steps an epoch of the data makes."""
+        raise NotImplementedError
+
+
+@dataclass
+class SFTConfig(TrainerConfig):
     """Supervised distillation: I-RO targets, optional multi-task and counterfactual objectives."""
 
-    train: list[str]
-    """Training files (JSONL/CSV in the project's schema); counterfactual rows are recognized by ``kind``."""
-    out: str
-    """Output bundle folder (checkpoints, metrics and the final adapter go here)."""
-    base: str = "default"
-    """HF causal LM folder, or a hub id already in the local HF cache (nothing is downloaded); 'default' is
-    the embedded SmolLM2-135M-Instruct, rebuilt from its GGUF."""
-    dev: str | None = None
-    """Dev file for evaluation every ``eval_every`` steps."""
-    train_limit: int | None = None
-    """Use the first N usable rows of each training file."""
-    train_limits: list[int] | None = None
-    """Per-file limits, in the order of ``train`` (0: no limit); overrides ``train_limit`` where given."""
-    max_per_question: int | None = None
-    """Keep at most this many rows per question and file (files with several teacher rationales per
-    question then cover more questions within a limit)."""
-    drop_teacher_incorrect: bool = True
-    """Skip rows marked ``teacher_correct: false`` (rationales that argue for a wrong answer)."""
-    objective: str = "iro"
-    """'iro' (rationale then answer) or 'multitask' (distilling step-by-step: answer task + rationale task)."""
-    multitask_alpha: float = 0.5
-    """Weight of the answer task in the multi-task loss; 1 - alpha goes to the rationale task."""
-    counterfactual_alpha: float = 0.5
-    """SCOTT: loss = (1 - alpha)·factual + alpha·counterfactual (answer tokens only)."""
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    schedule: str = "cosine"
-    """'cosine', 'linear' or 'constant' (after warmup)."""
-    weight_decay: float = 0.0
-    max_length: int = 384
-    group_by_length: bool = True
-    """Batches of similar length (less padding); order is still shuffled by seed."""
-    eval_every: int = 50
-    eval_samples: int = 64
-    """Dev questions answered greedily at each evaluation (accuracy through the eval code)."""
-    early_stopping_patience: int | None = None
-    """Stop after this many evaluations without a better dev accuracy."""
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
-    precision: str = "auto"
-    """'auto' (bf16 where the hardware computes it natively: AVX-512 BF16/AMX CPUs, bf16 CUDA; else fp32),
-    'fp32' or 'bf16' (autocast; the LoRA weights and the optimizer state stay fp32)."""
-    packing: bool = True
-    """Padding-free packing: a batch's sequences back to back in one row, attention kept within each,
-    logits only at target positions. False: padded batches (length-grouped with ``group_by_length``)."""
-    device: str = "auto"
-    merge: bool = False
-    """Also write merged full weights (HF safetensors) into the bundle."""
-    max_new_tokens: int = 96
+    base: str = field(default="default", metadata={
+        "help": "HF causal LM folder, or a hub id already in the local HF cache (nothing is downloaded); "
+                "'default' is the embedded SmolLM2-135M-Instruct, rebuilt from its GGUF.", "nonempty": True})
+    dev: str | None = field(default=None, metadata={"help": "Dev file for evaluation every `eval_every` steps."})
+    objective: Objective = field(default="iro", metadata={
+        "help": "iro: rationale then answer; multitask: distilling step-by-step (answer task + rationale task)."})
+    multitask_alpha: float = field(default=0.5, metadata={
+        "help": "Weight of the answer task in the multi-task loss; 1 - alpha goes to the rationale task.",
+        "range": Range(0, 1)})
+    counterfactual_alpha: float = field(default=0.5, metadata={
+        "help": "SCOTT: loss = (1 - alpha)·factual + alpha·counterfactual (answer tokens only).", "range": Range(0, 1)})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training data (unless `max_steps`).",
+                                                 "range": Range(0, 10_000, low_open=True)})
+    max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides `epochs`.",
+                                                          "range": _COUNT})
+    eval_every: int = field(default=50, metadata={"help": "Steps between dev evaluations.", "range": _COUNT})
+    eval_samples: int = field(default=64, metadata={
+        "help": "Dev questions answered greedily at each evaluation (accuracy through the eval code).",
+        "range": Range(1, 10**7)})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "Stop after this many evaluations without a better dev accuracy.", "range": Range(1, 10**6)})
+    merge: bool = field(default=False, metadata={"help": "Also write merged full weights (HF safetensors) into the bundle."})
 
-
-def load_config(cls: type, path: str | None, overrides: dict[str, Any]) -> Any:
-    """Build ``cls`` from a JSON file (keys mirror the dataclass) with flag overrides on top."""
-    data: Any = {}
-    if path:
-        try:
-            data = json.loads(Path(path).read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such config file") from None
-        except OSError as exc:
-            raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        except RecursionError:
-            raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
-        except ValueError:  # json.loads' only other error: an integer past the int-from-text limit
-            raise UserError(f"{path}: not valid JSON (a number of more than 4,300 digits)") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    data.update({k: v for k, v in overrides.items() if v is not None and k in known})
-    where = Path(path).name if path else cls.__name__
-    try:
-        config = from_dict(cls, data, where=where)
-    except DataclassValueError as exc:
-        raise UserError(str(exc)) from None
-    check_config(config, where)
-    return config
-
-
-# Allowed values of the numeric settings: (lowest, highest, lowest excluded). A setting absent here
-# is checked for type only; None stays allowed where the field is optional.
-_RANGES: dict[str, tuple[float, float, bool]] = {
-    "train_limit": (1, 10**9, False), "max_per_question": (1, 10**9, False),
-    "multitask_alpha": (0, 1, False), "counterfactual_alpha": (0, 1, False),
-    "learning_rate": (0, 1, True), "epochs": (0, 10_000, True), "max_steps": (1, 10**9, False),
-    "batch_size": (1, 65_536, False), "grad_accum": (1, 65_536, False), "warmup_ratio": (0, 0.999, False),
-    "weight_decay": (0, 1, False), "max_length": (8, 1_048_576, False), "eval_every": (1, 10**9, False),
-    "eval_samples": (1, 10**7, False), "early_stopping_patience": (1, 10**6, False),
-    "checkpoint_every": (1, 10**9, False), "keep_checkpoints": (1, 1000, False), "seed": (0, 2**32 - 1, False),
-    "max_new_tokens": (1, 4096, False),
-    "bins": (2, 20, False), "rounds": (1, 10_000, False), "samples_per_question": (1, 1024, False),
-    "questions_per_round": (1, 10**9, False), "sample_temperature": (0, 5, True), "sample_top_p": (0, 1, True),
-    "steps_per_round": (1, 10**9, False), "beta": (0, 1000, False), "gamma": (0, 1000, False),
-    "length_target": (1, 100_000, False), "reference_top_k": (0, 10_000_000, False),
-}
-_LORA_RANGES: dict[str, tuple[float, float, bool]] = {"r": (1, 4096, False), "alpha": (0, 1e6, True),
-                                                      "dropout": (0, 0.999, False)}
-_CHOICES = {"objective": ("iro", "multitask"), "schedule": ("cosine", "linear", "constant"),
-            "precision": ("auto", "fp32", "bf16"), "device": ("auto", "cpu", "cuda")}
-
-
-def check_config(config: SFTConfig, where: str | None = None) -> None:
-    """Refuse settings that cannot train (``max_steps: -5``, a zero batch, a NaN learning rate, an
-    empty file list) with one :class:`UserError` that names the setting and its allowed range."""
-    where = where or type(config).__name__
-    for name, (low, high, low_open) in _RANGES.items():
-        _check_number(where, name, getattr(config, name, None), low, high, low_open)
-    for name, (low, high, low_open) in _LORA_RANGES.items():
-        _check_number(where, f"lora.{name}", getattr(config.lora, name), low, high, low_open)
-    for name, allowed in _CHOICES.items():
-        if getattr(config, name) not in allowed:
-            raise UserError(f"{where}: {name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
-    for limit in config.train_limits or []:
-        _check_number(where, "train_limits[]", limit, 0, 10**9, False)
-    if not config.train or not all(isinstance(t, str) and t.strip() for t in config.train):
-        raise UserError(f"{where}: train must name at least one training file")
-    for name in ("out", "base"):
-        if not getattr(config, name).strip():
-            raise UserError(f"{where}: {name} must not be empty")
-    if not config.lora.target_modules:
-        raise UserError(f"{where}: lora.target_modules must name at least one module")
-
-
-def _check_number(where: str, name: str, value: Any, low: float, high: float, low_open: bool) -> None:
-    if value is None:
-        return
-    finite = isinstance(value, int) or math.isfinite(value)  # isfinite() cannot take a 400-digit integer
-    if not finite or value < low or (low_open and value == low) or value > high:
-        lowest = f"above {_number(low)}" if low_open else f"at least {_number(low)}"
-        raise UserError(f"{where}: {name} must be {lowest} and at most {_number(high)}, not {_number(value)}")
-
-
-def _number(value: float) -> str:
-    """A number as a message shows it: whole numbers without a fraction, huge ones shortened."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        value = int(value)
-    try:
-        return reprlib.repr(value)
-    except ValueError:  # an integer past the int-to-text limit
-        return "a number of more than 4,300 digits"
-
-
-def save_config(config: Any, path: Path) -> None:
-    """Write a config as JSON (the format ``load_config`` reads)."""
-    from rationalizer.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(to_dict(config), indent=2) + "\n")
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """``max_steps``, else ``epochs`` of ``steps_per_epoch`` (at least one)."""
+        return self.max_steps or max(1, math.ceil(self.epochs * steps_per_epoch))
 
 
 @dataclass
-class MarioConfig(SFTConfig):
-    """Multi-reward training (MaRio/Quark) on top of an SFT bundle. ``base`` is ignored: the policy
-    starts from ``sft`` and the frozen reference is that same SFT model."""
+class MarioConfig(TrainerConfig):
+    """Multi-reward training (MaRio/Quark) on top of an SFT bundle: the policy starts from ``sft`` and the
+    frozen reference is that same SFT model."""
 
-    sft: str = ""
-    """The SFT bundle folder to start from."""
-    rewards: list[str] = field(default_factory=lambda: ["accuracy", "diversity", "consistency", "plausibility"])
-    """Reward names, or 'module:function' import paths of user rewards."""
-    judge: str = "default"
-    """Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder."""
-    bins: int = 5
-    """Quantile bins per reward; each bin is a control code level."""
-    correctness_code: bool = False
-    """Add a two-level code ``<correct:2>`` / ``<correct:1>`` for a right / wrong answer (Quark's option)."""
-    rounds: int = 2
-    samples_per_question: int = 2
-    questions_per_round: int | None = None
-    """Questions sampled from the policy each round (default: all training questions)."""
-    sample_temperature: float = 1.0
-    sample_top_p: float = 0.9
-    steps_per_round: int = 50
-    beta: float = 0.05
-    """Weight of KL(policy || reference)."""
-    gamma: float = 0.0
-    """Weight of the entropy bonus."""
-    reference_top_k: int = 64
-    """With packing: the frozen reference's top-k next-token log-probabilities (and the remaining mass)
-    computed once per round for the KL term; 0: the reference's forward pass at every step, exact KL."""
-    length_target: int | None = None
-    """Target rationale length in words for the 'length' reward."""
+    sft: str = field(default="", metadata={"help": "The SFT bundle folder to start from (policy and frozen reference)."})
+    rewards: list[str] = field(
+        default_factory=lambda: ["accuracy", "diversity", "consistency", "plausibility"],
+        metadata={"help": "accuracy, diversity, consistency, plausibility, length, or 'module:function' import "
+                          "paths of user rewards.", "nonempty": True})
+    judge: str = field(default="default", metadata={
+        "help": "Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder.",
+        "nonempty": True})
+    bins: int = field(default=5, metadata={"help": "Quantile bins per reward; each bin is a control code level.",
+                                           "range": Range(2, 20)})
+    correctness_code: bool = field(default=False, metadata={
+        "help": "Add a two-level code <correct:2> / <correct:1> for a right / wrong answer (Quark's option)."})
+    rounds: int = field(default=2, metadata={"help": "Sample-score-train rounds.", "range": Range(1, 10_000)})
+    samples_per_question: int = field(default=2, metadata={"help": "Rationales sampled per question each round.",
+                                                           "range": Range(1, 1024)})
+    questions_per_round: int | None = field(default=None, metadata={
+        "help": "Questions sampled from the policy each round (default: all training questions).", "range": _COUNT})
+    sample_temperature: float = field(default=1.0, metadata={"help": "Temperature of the policy's samples.",
+                                                             "range": Range(0, 5, low_open=True)})
+    sample_top_p: float = field(default=0.9, metadata={"help": "Top-p of the policy's samples.",
+                                                       "range": Range(0, 1, low_open=True)})
+    steps_per_round: int = field(default=50, metadata={"help": "Optimizer steps per round.", "range": _COUNT})
+    beta: float = field(default=0.05, metadata={"help": "Weight of KL(policy || reference).", "range": Range(0, 1000)})
+    gamma: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus.", "range": Range(0, 1000)})
+    reference_top_k: int = field(default=64, metadata={
+        "help": "With packing: the frozen reference's top-k next-token log-probabilities (and the remaining mass) "
+                "computed once per round for the KL term; 0: the reference's forward pass at every step, exact KL.",
+        "range": Range(0, 10_000_000)})
+    length_target: int | None = field(default=None, metadata={
+        "help": "Target rationale length in words for the 'length' reward.", "range": Range(1, 100_000)})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.sft.strip():
+            raise ConfigError(type(self).__name__, "sft", "must name the SFT bundle to start from (--sft)")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Each round trains ``steps_per_round`` steps, however many the pool makes per epoch."""
+        return self.steps_per_round

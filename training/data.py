@@ -23,12 +23,12 @@ from rationalizer.dataset import (UTF8_BOM, DataError, Example, decode_json_line
 class FieldMap:
     """Which column or key of the input holds each field of the schema."""
 
-    id: str = "id"
-    question: str = "question"
-    answer: str = "answer"
-    choices: str = "choices"
-    rationale: str = "rationale"
-    kind: str = "kind"
+    id: str = field(default="id", metadata={"help": "Input field of the row id."})
+    question: str = field(default="question", metadata={"help": "Input field of the question."})
+    answer: str = field(default="answer", metadata={"help": "Input field of the gold answer."})
+    choices: str = field(default="choices", metadata={"help": "Input field of the answer choices."})
+    rationale: str = field(default="rationale", metadata={"help": "Input field of a reference rationale."})
+    kind: str = field(default="kind", metadata={"help": "Input field of the row kind (factual/counterfactual)."})
 
 
 @dataclass

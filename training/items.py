@@ -1,6 +1,6 @@
 """From examples to token sequences with labels and loss weights.
 
-Targets follow the I-RO format (``<rationale> So the answer is <answer>.``) and
+Targets follow the I-RO format (:func:`rationalizer.prompting.format_target`) and
 the loss covers the completion only. Distilling step-by-step's multi-task
 variant adds an answer-only task under its own prefix; SCOTT's counterfactual
 rows teach the answer to follow the rationale (loss on the answer tokens only).
@@ -15,9 +15,8 @@ from typing import Sequence
 from rationalizer.dataset import Example
 from rationalizer.manifest import PromptTemplate
 from rationalizer.prompt_text import PromptEncoder, transformers_encoder
-from rationalizer.prompting import build_prompt
+from rationalizer.prompting import build_prompt, format_target
 
-MARKER = "So the answer is"
 EXPLAIN_PREFIX = "[explain] "
 ANSWER_PREFIX = "[answer] "
 COUNTERFACTUAL_PREFIX = "[counterfactual] "
@@ -78,6 +77,8 @@ def build_items(examples: Sequence[Example], tokenizer, template: PromptTemplate
                 codes: Sequence[str] | None = None) -> tuple[list[TrainItem], ItemStats]:
     """Training items for the objective; ``codes[i]`` is the control-code text of example i (MaRio)."""
     encoder = transformers_encoder(tokenizer)
+    # the one token the model learns to end its answer with: the tokenizer's EOS (end of turn), not the set
+    # of ids generation stops on (rationalizer.backends.stop_ids), which may hold more than one
     end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stats = ItemStats()
     items: list[TrainItem] = []
@@ -86,17 +87,19 @@ def build_items(examples: Sequence[Example], tokenizer, template: PromptTemplate
         if not ex.rationale:
             stats.no_rationale += 1
             continue
-        answer_text = f" {MARKER} {ex.answer.strip().rstrip('.')}."
+        answer_only = format_target("", ex.answer)
         if ex.kind == "counterfactual":
             prompt = build_prompt(_prefixed(template, COUNTERFACTUAL_PREFIX), ex.question, ex.choices, code)
-            seqs = [("counterfactual", *_encode(encoder, prompt, ex.rationale.strip(), answer_text, end))]
+            # the rationale is unsupervised context here: the space format_target puts between it and
+            # the marker starts the supervised part, as it does inside a factual target
+            seqs = [("counterfactual", *_encode(encoder, prompt, ex.rationale.strip(), " " + answer_only, end))]
         else:
             prompt = build_prompt(template, ex.question, ex.choices, code)
-            seqs = [("factual", *_encode(encoder, prompt, "", ex.rationale.strip() + answer_text, end))]
+            seqs = [("factual", *_encode(encoder, prompt, "", format_target(ex.rationale, ex.answer), end))]
             if objective == "multitask":
                 answer_template = _prefixed(template, ANSWER_PREFIX, replace=EXPLAIN_PREFIX)
                 answer_prompt = build_prompt(answer_template, ex.question, ex.choices, code)
-                seqs.append(("answer_task", *_encode(encoder, answer_prompt, "", answer_text.lstrip(), end)))
+                seqs.append(("answer_task", *_encode(encoder, answer_prompt, "", answer_only, end)))
         for task, ids, labels in seqs:
             if len(ids) > max_length:
                 stats.too_long += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -85,7 +84,7 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
         raise UserError(f"{len(items)} training sequences make fewer batches of {config.batch_size} than there are "
                         f"processes ({world}): use a smaller batch size or fewer processes")
     steps_per_epoch = max(1, batches_per_epoch // config.grad_accum)
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    total = config.total_steps(steps_per_epoch)
     params = [p for p in student.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     name = {"constant": "constant_with_warmup"}.get(config.schedule, config.schedule)

@@ -17,8 +17,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from rationalizer import Bundle
+from rationalizer import Bundle, base_model
 from rationalizer.atomic import atomic_write_text
+from rationalizer.config_file import save_config
 from rationalizer.dataset import Example
 from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
 from rationalizer.metrics import answers_match
@@ -29,7 +30,7 @@ from .binning import quantile_edges, rank_levels
 from .packing import target_logits
 from .precision import autocast_factory, choose_precision
 from .reference import ReferenceTopK, compute_reference, topk_kl
-from .config import MarioConfig, save_config
+from .config import MarioConfig
 from .items import IGNORE, build_items
 from .rewards import Reward, Sample, build_rewards
 from .sft import Student, training_examples
@@ -43,13 +44,11 @@ def load_policy(sft_bundle: str) -> tuple[Student, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rationalizer.backends.hf import base_model_path, tokenizer_folder
-
     bundle = Bundle.load(sft_bundle)
     bundle.verify("peft")
-    base = base_model_path(bundle.manifest.base_model)
+    base = base_model.resolve(bundle.manifest.base_model)
     with bundle.staged("peft") as adapter:  # only the listed adapter files, just verified
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(adapter, base, label=bundle.folder),
+        tokenizer = AutoTokenizer.from_pretrained(base_model.tokenizer_folder(adapter, base, label=bundle.folder),
                                                   local_files_only=True)
         policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, use_safetensors=True,
                                                                                dtype=torch.float32,
@@ -68,14 +67,15 @@ def sample_policy(student: Student, examples: list[Example], codes: str, k: int,
     """``k`` sampled rationales per question from the policy, batched, with the answer each leads to."""
     import torch
 
+    from rationalizer.backends.stop_ids import hf_stop_token_ids
     from rationalizer.prompt_text import transformers_encoder
     from rationalizer.prompting import build_prompt
 
     tok, model = student.tokenizer, student.model
     encoder = transformers_encoder(tok)
     torch.manual_seed(seed)
-    stop = [i for i in [tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
-        model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id or [])] if i is not None]
+    # the ids the runtime stops on, so a sampled rationale ends where the bundle's generation would
+    stop = sorted(hf_stop_token_ids(model, tok, student.template.stop))
     samples: list[Sample] = []
     model.eval()
     for start in range(0, len(examples), config.batch_size):
@@ -102,7 +102,7 @@ def teacher_samples(examples: list[Example]) -> list[Sample]:
     out = []
     for e in examples:
         if e.rationale and e.kind == "factual":
-            out.append(Sample(e, e.rationale, str(e.extra.get("teacher_answer") or e.answer), "teacher"))
+            out.append(Sample(e, e.rationale, e.teacher_answer or e.answer, "teacher"))
     return out
 
 
@@ -135,15 +135,9 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     from accelerate.utils import set_seed
 
     from .bundle_out import write_bundle
-    from .config import check_config
     from .loop import _log, rewind_log, run_training
     from .plots import plot_metrics
 
-    check_config(config)
-    if not config.sft:
-        from rationalizer.errors import UserError
-
-        raise UserError("mario needs the SFT bundle to start from (--sft)")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "train_config.json")
@@ -231,7 +225,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         codes = [render_codes(scheme, {name: lv[j] for name, lv in levels.items()}) for j in range(len(usable))]
         rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
         items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
-        round_config = replace(config, max_steps=config.steps_per_round, out=str(out / f"round-{round_no}"))
+        round_config = replace(config, out=str(out / f"round-{round_no}"))
         if packed and config.beta > 0 and config.reference_top_k > 0:
             # the pool is fixed for the round and the reference frozen: its distribution once, not every step
             cached[0] = compute_reference(reference, items, config.reference_top_k, config.batch_size, device,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import platform
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Literal, get_args
 
-PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 _X86_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 

@@ -14,9 +14,10 @@ from typing import Callable, Protocol, Sequence
 
 from rationalizer.dataset import Example
 from rationalizer.errors import UserError
+from rationalizer.evaluation.judges import Judge, LocalVerifier, load_judge
+from rationalizer.manifest import ANSWER_MARKER
 from rationalizer.metrics import answers_match, consistency, diversity
-from rationalizer.metrics.simulation import plausibility_prompt, yes_probability
-from rationalizer.prompting import build_chat, build_prompt
+from rationalizer.prompting import build_prompt
 
 
 @dataclass
@@ -71,12 +72,12 @@ class Length:
 
 
 class Consistency:
-    """LAS-style ``P(gold | q, r) - P(gold | q)`` under a simulator scorer; 0 for free-form answers."""
+    """LAS-style ``P(gold | q, r) - P(gold | q)`` under a simulator judge; 0 for free-form answers."""
 
     name = "consistency"
 
-    def __init__(self, scorer) -> None:
-        self.scorer = scorer
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
         out = []
@@ -85,26 +86,24 @@ class Consistency:
             if not ex.choices:
                 out.append(0.0)
                 continue
-            base = build_prompt(self.scorer.template, ex.question, ex.choices)
-            marker = "So the answer is"
-            delta, _, _ = consistency(self.scorer, base + f"{s.rationale.strip()} {marker}", base + marker,
+            base = build_prompt(self.judge.template, ex.question, ex.choices)
+            marker = ANSWER_MARKER
+            delta, _, _ = consistency(self.judge.backend, base + f"{s.rationale.strip()} {marker}", base + marker,
                                       [f" {c}" for c in ex.choices], f" {ex.answer}")
             out.append(delta)
         return out
 
 
 class Plausibility:
-    """A verifier's P(Yes) that the rationale is true and supports the gold answer."""
+    """A local verifier's P(Yes) that the rationale is true and supports the gold answer."""
 
     name = "plausibility"
 
-    def __init__(self, scorer) -> None:
-        self.scorer = scorer
+    def __init__(self, judge: Judge) -> None:
+        self.verifier = LocalVerifier(judge)
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        template = self.scorer.template
-        return [yes_probability(self.scorer, build_chat(template, plausibility_prompt(
-            s.example.question, s.example.answer, s.rationale))) for s in samples]
+        return [self.verifier.probability(s.example.question, s.example.answer, s.rationale) for s in samples]
 
 
 class UserReward:
@@ -128,13 +127,11 @@ class UserReward:
 def build_rewards(names: Sequence[str], judge: str = "default", length_target: int | None = None) -> list[Reward]:
     """Rewards by name (``accuracy``, ``diversity``, ``consistency``, ``plausibility``, ``length``,
     or ``module:function``); the judged ones share one judge model (``judge``: default or a bundle)."""
-    scorer = None
+    model: Judge | None = None
     rewards: list[Reward] = []
     for name in names:
-        if name in ("consistency", "plausibility") and scorer is None:
-            from rationalizer.scorers import load_scorer
-
-            scorer = load_scorer(judge)
+        if name in ("consistency", "plausibility") and model is None:
+            model = load_judge(judge)
         if name == "accuracy":
             rewards.append(Accuracy())
         elif name == "diversity":
@@ -142,9 +139,9 @@ def build_rewards(names: Sequence[str], judge: str = "default", length_target: i
         elif name == "length":
             rewards.append(Length(length_target))
         elif name == "consistency":
-            rewards.append(Consistency(scorer))
+            rewards.append(Consistency(model))
         elif name == "plausibility":
-            rewards.append(Plausibility(scorer))
+            rewards.append(Plausibility(model))
         elif ":" in name:
             rewards.append(UserReward(name))
         else:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rationalizer.atomic import atomic_write_text
+from rationalizer.config_file import save_config
 from rationalizer.dataset import Example
 
-from .config import SFTConfig, check_config, save_config
+from .config import SFTConfig
 from .precision import choose_precision
 from .items import TrainItem, build_items, template_for
 
@@ -40,9 +41,9 @@ def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .base_student import resolve_base
+    from .base_student import resolve_or_build
 
-    path = local_base(config.base, resolve_base(config.base, progress))
+    path = resolve_or_build(config.base, progress)
     # local files only: nothing is downloaded at run time, and a missing base must not look like a network error
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
@@ -53,30 +54,6 @@ def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> 
                       target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
     return Student(get_peft_model(model, lora), tokenizer, template_for(tokenizer, objective=config.objective),
                    config.base)
-
-
-def local_base(spec: str, path: str) -> str:
-    """``path`` if it is an HF model folder or a hub id already in the local Hugging Face cache;
-    otherwise a one-line :class:`UserError` naming ``spec`` (nothing is downloaded)."""
-    from rationalizer.errors import UserError
-
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise UserError(f"base model {spec}: {folder} holds no config.json (an HF model folder is needed)")
-        return str(folder)
-    if folder.exists():
-        raise UserError(f"base model {spec}: {folder} is a file, not an HF model folder")
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(path, "config.json")
-    except (ValueError, OSError):  # not a hub id at all, e.g. an absolute path
-        cached = None
-    if isinstance(cached, str):
-        return path
-    raise UserError(f"base model {spec} is not on disk (no such folder, nor in the local Hugging Face cache); "
-                    "give an HF model folder (--base PATH) or 'default': nothing is downloaded at run time")
 
 
 def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorrect: bool = True,
@@ -93,7 +70,7 @@ def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorr
     for i, path in enumerate(paths):
         rows, _ = read_dataset(path)
         if drop_teacher_incorrect:
-            rows = [r for r in rows if r.extra.get("teacher_correct") is not False]
+            rows = [r for r in rows if r.teacher_correct is not False]
         if max_per_question:
             seen: dict[tuple[str, str | None], int] = {}
             kept = []
@@ -116,8 +93,7 @@ def training_examples(config: SFTConfig) -> list[Example]:
 
 def policy_rationalizer(student: Student, folder: Path, max_new_tokens: int, control=None):
     """A :class:`Rationalizer` over the model in memory, for evaluation during training."""
-    from rationalizer import Bundle, Rationalizer
-    from rationalizer.backends.hf import TorchBackend
+    from rationalizer import Rationalizer
     from rationalizer.manifest import ControlScheme, GenerationDefaults, Manifest, ParserSettings
 
     from .bundle_out import context_length
@@ -126,8 +102,7 @@ def policy_rationalizer(student: Student, folder: Path, max_new_tokens: int, con
                         control=control or ControlScheme(), parser=ParserSettings(strategies=["marker"]),
                         generation=GenerationDefaults(max_new_tokens=max_new_tokens,
                                                       context_length=context_length(student.model)))
-    backend = TorchBackend.from_model(student.model, student.tokenizer, manifest)
-    return Rationalizer(Bundle(folder, manifest), backend, "torch", "hf", str(student.model.device))
+    return Rationalizer.from_model(student.model, student.tokenizer, manifest, folder)
 
 
 def evaluate_dev(student: Student, dev_items: list[TrainItem], dev_examples: list[Example], config: SFTConfig,
@@ -165,7 +140,6 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    check_config(config)
     out = Path(config.out)
     import torch
 

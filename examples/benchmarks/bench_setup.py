@@ -16,9 +16,10 @@ def base_and_tokenizer() -> tuple[Any, Any]:
     """The default base checkpoint's folder and its tokenizer (built from the embedded GGUF once)."""
     from transformers import AutoTokenizer
 
-    from rationalizer.training.base_student import build_default_base
+    from rationalizer import base_model
+    from rationalizer.training.base_student import resolve_or_build
 
-    base = build_default_base()
+    base = resolve_or_build(base_model.DEFAULT)
     return base, AutoTokenizer.from_pretrained(base, local_files_only=True)
 
 

@@ -1,12 +1,13 @@
-"""What answering by choice scoring costs, against generating the rationale and against a peer scorer.
+"""What answering by choice scoring costs, against generating the rationale and against a judge's scoring.
 
 For each multiple-choice question of a data file, in one process, on the same GGUF bundle and threads:
 the greedy rationale (``rationalize``), then the choices scored after it three ways, alternating so that
 all see the same machine state:
 
 - ``sdk``: ``Rationalizer.choice_logprobs``, stepwise on the generating llama.cpp context's KV cache;
-- ``logits_all``: the judges' ``LlamaCppScorer``, a second llama.cpp instance that keeps the logits of
-  every position (what lm-evaluation-harness-style scoring does), with the same prompt-prefix cache;
+- ``logits_all``: the same bundle opened as a judge (``load_judge``: ``LlamaCppBackend.open_judge``), a second
+  llama.cpp instance that keeps the logits of every position (what lm-evaluation-harness-style scoring
+  does) and reuses the cache of the context the choices share;
 - and whether both pick the same choice (they score the same weights, so they should).
 
     python examples/benchmarks/choice_scoring.py [--bundle default] [--data ../shared/data/cqa/test.jsonl]
@@ -20,9 +21,9 @@ import json
 import statistics
 import time
 
-from rationalizer import Bundle, Rationalizer
+from rationalizer import Rationalizer
 from rationalizer.dataset import read_examples
-from rationalizer.scorers.llamacpp_scorer import LlamaCppScorer
+from rationalizer.evaluation.judges import load_judge
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
 
     spec = None if args.bundle == "default" else args.bundle
     model = Rationalizer.load(spec, backend="llamacpp", threads=args.threads)
-    peer = LlamaCppScorer(Bundle.load(spec), args.threads)
+    peer = load_judge(str(model.bundle.folder), args.threads)  # the folder: "default" as a judge is the base model
     marker = model.manifest.parser.marker
     examples = [e for e in read_examples(args.data) if e.choices][: args.limit]
     generate, sdk, full, agree = [], [], [], 0
@@ -46,9 +47,9 @@ def main() -> None:
         generate.append(time.perf_counter() - start)
         rationale = out.rationale
         context = model.prompt(ex.question, ex.choices) + (f"{rationale} {marker}" if rationale else marker)
+        pairs = [(context, f" {c}.") for c in ex.choices]
         runs = [("sdk", lambda: model.choice_logprobs(ex.question, ex.choices, rationale)),
-                ("peer", lambda: {c: ll / max(n, 1) for c, (ll, n) in
-                                  zip(ex.choices, peer.loglikelihoods([(context, f" {c}.") for c in ex.choices]))})]
+                ("peer", lambda: {c: ll / max(n, 1) for c, (ll, n) in zip(ex.choices, peer.backend.loglikelihoods(pairs))})]
         picks = {}
         for name, run in (runs if i % 2 == 0 else runs[::-1]):
             start = time.perf_counter()

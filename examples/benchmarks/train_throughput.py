@@ -45,6 +45,8 @@ def main() -> None:
     from trl import SFTConfig as TRLConfig
     from trl import SFTTrainer
 
+    from accelerate.state import AcceleratorState
+
     from rationalizer.prompting import build_prompt
     from rationalizer.training.config import LoraSettings, SFTConfig
     from rationalizer.training.items import build_items, template_for
@@ -72,6 +74,7 @@ def main() -> None:
             config = SFTConfig(train=[str(path)], out=str(out), base=str(base), max_steps=args.steps,
                                batch_size=args.batch_size, learning_rate=2e-4, max_length=320,
                                checkpoint_every=10**6, device="cpu", lora=LoraSettings(**lora), **settings)
+            AcceleratorState._reset_state(True)  # each run sets its own mixed precision in this process
             train_sft(config, say=lambda m: None)
             rows.append((label, json.loads((out / "train_result.json").read_text())["wall_time_s"]))
 
@@ -83,6 +86,7 @@ def main() -> None:
                              max_steps=args.steps, learning_rate=2e-4, logging_steps=10**6, save_strategy="no",
                              report_to=[], max_length=320, use_cpu=True, dataloader_num_workers=0, seed=0,
                              completion_only_loss=True, padding_free=True, bf16=auto == "bf16")
+        AcceleratorState._reset_state(True)  # the Trainer builds its Accelerator here
         trainer = SFTTrainer(model=model, args=trl_args, train_dataset=Dataset.from_list(data),
                              processing_class=tokenizer,
                              peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Literal, get_args
 
 from ..bundle import Bundle
 from ..errors import InputError, UserError
@@ -15,9 +16,11 @@ REGISTRY: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "onnx": ("rationalizer.backends.onnx", "OnnxBackend", ("onnx",), "onnx"),
     "torch": ("rationalizer.backends.hf", "TorchBackend", ("hf", "peft"), "train"),
 }
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+"""Where a model runs (or trains): ``auto`` takes a usable GPU, else the CPU."""
+DEVICES: tuple[str, ...] = get_args(Device)
 
-__all__ = ["Backend", "GenerationParams", "GenerationStats", "REGISTRY", "DEVICES", "backend_class", "choose_backend"]
+__all__ = ["Backend", "GenerationParams", "GenerationStats", "REGISTRY", "Device", "DEVICES", "backend_class", "choose_backend"]
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -7,6 +7,7 @@ backend sees exactly the same input text.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -52,19 +53,35 @@ class Backend(ABC):
     max_batch_size: int = 1
     """Prompts one :meth:`generate_many` call runs in a single forward pass (1: one after another)."""
 
+    def __init__(self) -> None:
+        # one model state (KV cache, llama.cpp context) per backend: calls from several threads take turns
+        self._lock = threading.Lock()
+
     @classmethod
     @abstractmethod
     def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "Backend":
         """Load the bundle's ``fmt`` weights for ``device``."""
 
     @classmethod
+    def open_judge(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "Backend":
+        """Load the bundle's ``fmt`` weights to score texts only, as a judge does
+        (:mod:`rationalizer.evaluation.judges`): :meth:`open` unless a backend scores faster another way."""
+        return cls.open(bundle, fmt, device, threads)
+
+    @classmethod
     def gpu_available(cls) -> bool:
         """Whether this backend can use a GPU on this machine."""
         return False
 
-    @abstractmethod
     def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
-        """Yield the generated text piece by piece, updating ``stats``; stop strings are not yielded."""
+        """Yield the generated text piece by piece, updating ``stats``; stop strings are not yielded.
+        Calls from several threads take turns."""
+        with self._lock:
+            yield from self._stream_locked(prompt, params, stats)
+
+    @abstractmethod
+    def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """:meth:`stream`'s work, run holding the backend's lock."""
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
@@ -72,7 +89,13 @@ class Backend(ABC):
 
     @abstractmethod
     def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-        """(sum of log-probabilities, token count) of each continuation after its context (the scorer protocol)."""
+        """(sum of log-probabilities, token count) of each continuation after its context.
+
+        The one scoring protocol: the runtime scores choices with it, the judges' metrics
+        (:mod:`rationalizer.metrics.simulation`) score with it. The continuation starts where the
+        tokens of ``context + continuation`` stop matching those of ``context``, at least one token
+        is scored, and a text longer than the model's context is an :class:`InputError`.
+        """
 
     def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
         """Generate for several prompts; backends with ``max_batch_size > 1`` batch them, this one loops."""

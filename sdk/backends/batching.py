@@ -9,14 +9,13 @@ supplies only the forward step.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from .base import GenerationParams, GenerationStats, count_token
-from .sampling import pick_token, token_logprob
+from .sampling import numpy_sampler, token_logprob
 
 
 class BatchStepper(Protocol):
@@ -55,8 +54,7 @@ def generate_batch(stepper: BatchStepper, items: list[BatchItem], pad_id: int, s
         mask[row, width - len(item.ids):] = 1
         item.stats = GenerationStats(prompt_tokens=len(item.ids), finish_reason="length")
     positions = np.maximum(mask.cumsum(axis=1) - 1, 0)
-    rngs = [np.random.default_rng(it.params.seed if it.params.seed is not None else time.time_ns() % 2**31)
-            if it.params.temperature > 0 else None for it in items]
+    picks = [numpy_sampler(item.params) for item in items]
     generated: list[list[int]] = [[] for _ in items]
     done = [item.budget < 1 for item in items]
     logits, past = stepper.batch_step(input_ids, mask, positions, None)
@@ -67,7 +65,7 @@ def generate_batch(stepper: BatchStepper, items: list[BatchItem], pad_id: int, s
             if done[row]:
                 continue
             stats = item.stats
-            token = pick_token(logits[row], item.params, rngs[row])
+            token = picks[row](logits[row])
             if token in stop_ids:
                 done[row], stats.finish_reason = True, "stop"
                 continue

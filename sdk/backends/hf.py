@@ -8,17 +8,16 @@ only when this backend is used.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
-from typing import Iterator, Sequence
 
+from .. import base_model
 from ..bundle import Bundle
 from ..errors import BundleError, ModelFileError, UserError
-from ..paths import default_base_checkpoint
 from ..prompt_text import transformers_encoder
-from .base import Backend, GenerationParams, GenerationStats, TokenText, count_token, default_threads
-from .batching import generate_prompts
+from .base import GenerationParams, default_threads
+from .decode_loop import SteppingBackend
+from .sampling import sampling_seed
+from .stop_ids import hf_stop_token_ids
 
 
 def _torch():
@@ -28,55 +27,6 @@ def _torch():
     except ImportError as exc:
         raise UserError(f"the torch backend needs torch and transformers: pip install 'rationalizer[train]' ({exc})") from None
     return torch
-
-
-def base_model_path(spec: str) -> str:
-    """A PEFT bundle's base as a local folder: the folder written, a hub id's snapshot already in the
-    Hugging Face cache, or the cached default base checkpoint. Nothing is downloaded: a base that is not
-    on this machine is a :class:`BundleError` that names it and says how to provide it."""
-    if spec != "default":
-        local = Path(spec).expanduser()
-        if local.is_dir():
-            return str(local)
-        cached = _hub_snapshot(spec)
-        if cached is not None:
-            return cached
-        raise BundleError(f"the base model {spec!r} is not on this machine and nothing is downloaded at run time; "
-                          "write a local checkpoint folder as the manifest's base_model, or put the model in the "
-                          "Hugging Face cache beforehand (`hf download " + spec + "` where there is network)")
-    path = default_base_checkpoint()
-    if not (path / "model.safetensors").exists():
-        raise UserError(f"the default base checkpoint is not built yet ({path}); build it with "
-                        "`python -c 'from rationalizer.training.base_student import build_default_base as b; b()'`")
-    return str(path)
-
-
-def _hub_snapshot(repo_id: str) -> str | None:
-    """The folder of ``repo_id``'s cached snapshot in the Hugging Face cache, looked up offline; None
-    when it is not there (or ``repo_id`` is no hub id)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(repo_id, local_files_only=True)
-    except Exception:  # not cached, not a valid repo id, or no huggingface_hub: all mean "not on disk"
-        return None
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
-"""Any of these makes a folder hold a tokenizer (tokenizer_config.json alone holds no vocabulary)."""
-
-
-def tokenizer_folder(adapter_dir: Path, base: str | None = None, label: str | Path | None = None) -> str:
-    """Where a model's tokenizer lies: ``adapter_dir`` (a staged view of the bundle's listed files) when
-    it holds one (the trainer saves it beside the adapter), else the base model's (an adapter shipped
-    without a copy of an unchanged tokenizer); :class:`BundleError` when neither has one, naming
-    ``adapter_dir`` as ``label`` (the bundle's folder rather than its temporary view)."""
-    for folder in (adapter_dir, *([Path(base)] if base is not None else [])):
-        if any((folder / name).is_file() for name in TOKENIZER_FILES):
-            return str(folder)
-    where = f", nor does its base {base} hold one" if base is not None else ""
-    raise BundleError(f"{label or adapter_dir}: lists no tokenizer ({', '.join(TOKENIZER_FILES)}){where}; "
-                      "a bundle must carry the tokenizer its model was trained with")
 
 
 def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: bool = True):
@@ -92,7 +42,7 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
         # .bin/.pt weights are pickles: loading one can run arbitrary code
         raise BundleError(f"{main}: weights must be .safetensors; pickle checkpoints are refused")
     folder: Path = main.parent  # named in errors; the loaders read only the staged view of listed files
-    base_path = base_model_path(bundle.manifest.base_model) if fmt == "peft" else None
+    base_path = base_model.resolve(bundle.manifest.base_model) if fmt == "peft" else None
     torch = _torch()
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,7 +54,7 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
         def first_line(exc: BaseException) -> str:  # errors name the bundle's folder, not the temporary view
             return (str(exc).replace(str(view), str(folder)).splitlines() or [type(exc).__name__])[0][:300]
 
-        source = tokenizer_folder(view, base_path, label=folder)
+        source = base_model.tokenizer_folder(view, base_path, label=folder)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         except Exception as exc:  # tokenizer files are data: any failure to read them is a bad file
@@ -128,7 +78,7 @@ def load_hf(bundle: Bundle, device: str = "cpu", fmt: str | None = None, merge: 
     return model, tokenizer
 
 
-class TorchBackend(Backend):
+class TorchBackend(SteppingBackend):
     """Runs HF weights with transformers: fp32 on CPU, bf16/fp16 on CUDA."""
 
     name = "torch"
@@ -137,15 +87,10 @@ class TorchBackend(Backend):
     parallel_calls = False
 
     def __init__(self, model, tokenizer, stop_ids: set[int], context_length: int, batch_size: int = 8) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.encode = transformers_encoder(tokenizer).encode
-        self.stop_ids = stop_ids
-        self.context_length = context_length
-        self._lock = threading.Lock()
-        self.max_batch_size = batch_size
         pad = tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else min(stop_ids, default=0)
+        super().__init__(tokenizer, transformers_encoder(tokenizer), stop_ids, context_length,
+                         pad if pad is not None else min(stop_ids, default=0), batch_size)
+        self.model = model
 
     @classmethod
     def gpu_available(cls) -> bool:
@@ -159,66 +104,62 @@ class TorchBackend(Backend):
     @classmethod
     def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "TorchBackend":
         """Load the bundle's HF checkpoint on ``device``."""
+        return cls._load(bundle, fmt, device, threads or default_threads())
+
+    @classmethod
+    def open_judge(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "TorchBackend":
+        """Load the checkpoint to score texts as a judge. torch's thread count is the whole process's and a
+        judge runs beside the model it judges (a trainer's policy), so it is set only when ``threads`` is given."""
+        return cls._load(bundle, fmt, device, threads)
+
+    @classmethod
+    def _load(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "TorchBackend":
         torch = _torch()
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("device 'cuda' asked, but torch sees no CUDA GPU")
-        if device == "cpu":
-            torch.set_num_threads(threads or default_threads())
+        if device == "cpu" and threads is not None:
+            torch.set_num_threads(threads)
         model, tokenizer = load_hf(bundle, device, fmt)
         return cls.from_model(model, tokenizer, bundle.manifest)
 
     @classmethod
     def from_model(cls, model, tokenizer, manifest) -> "TorchBackend":
         """Wrap a model already in memory (the trainer evaluates its policy this way)."""
-        stop_ids = {i for i in _as_list(model.generation_config.eos_token_id) + [tokenizer.eos_token_id] if i is not None}
-        vocab = tokenizer.get_vocab()
-        stop_ids |= {vocab[s] for s in manifest.prompt.stop if s in vocab}
-        return cls(model, tokenizer, stop_ids, manifest.generation.context_length)
+        return cls(model, tokenizer, hf_stop_token_ids(model, tokenizer, manifest.prompt.stop),
+                   manifest.generation.context_length)
 
-    def count_tokens(self, text: str) -> int:
-        """Token count of ``text`` as the model sees it (control tokens only from a template's :class:`Prompt`)."""
-        return len(self.encode(text))
-
-    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
-        """Generate after ``prompt``; calls from several threads take turns."""
-        with self._lock:
-            yield from self._stream_locked(prompt, params, stats)
-
-    def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+    def _forward(self, ids: list[int], past):
         torch = _torch()
-        ids = torch.tensor([self.encode(prompt)], device=self.model.device)
-        stats.prompt_tokens = ids.shape[1]
-        budget = min(params.max_new_tokens, self.context_length - ids.shape[1])
-        stats.finish_reason = "length"
-        if budget < 1:
-            return
+        with torch.inference_mode():
+            out = self.model(torch.tensor([ids], device=self.model.device), past_key_values=past, use_cache=True)
+        return out.logits[0, -1].float(), out.past_key_values
+
+    def prefill(self, ids: list[int]):
+        """The model over ``ids`` from an empty cache: (last logits, a torch tensor on the model's device; cache)."""
+        return self._forward(ids, None)
+
+    def step(self, state, token: int, position: int):
+        """One token on the cache ``state``, first cropped back to ``position`` tokens (transformers' cache
+        grows in place: an earlier continuation scored from the same context left its tokens in it)."""
+        state.crop(position)
+        return self._forward([token], state)
+
+    def sampler(self, params: GenerationParams):
+        """:func:`_pick` on the device, with a torch generator seeded by :func:`sampling_seed`."""
+        torch = _torch()
         generator = None
         if params.temperature > 0:
             generator = torch.Generator(device=self.model.device)
-            generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**31))
-        text = TokenText(self._decode, params.stop)
-        past = None
-        with torch.inference_mode():
-            step_input = ids
-            while stats.tokens < budget:
-                out = self.model(step_input, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                logits = out.logits[0, -1].float()
-                token = _pick(torch, logits, params, generator)
-                if token in self.stop_ids:
-                    stats.finish_reason = "stop"
-                    break
-                count_token(stats, params, lambda: float(torch.log_softmax(logits, -1)[token]))
-                piece = text.add(token)
-                if piece:
-                    yield piece
-                if text.stopped:
-                    stats.finish_reason = "stop"
-                    break
-                step_input = torch.tensor([[token]], device=self.model.device)
-        rest = text.finish()
-        if rest:
-            yield rest
+            generator.manual_seed(int(sampling_seed(params)))
+        return lambda logits: _pick(torch, logits, params, generator)
+
+    def token_logprob(self, logits, token: int) -> float:
+        """log p(token), computed on the device."""
+        return float(_torch().log_softmax(logits, -1)[token])
+
+    def logits_array(self, logits):
+        """The logits copied to the CPU as numpy."""
+        return logits.cpu().numpy()
 
     def batch_step(self, input_ids, attention_mask, position_ids, past):
         """One forward pass over ``input_ids [B, n]`` (numpy); (last-position logits ``[B, vocab]``, new cache)."""
@@ -231,45 +172,9 @@ class TorchBackend(Backend):
                              past_key_values=past, use_cache=True)
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
-    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-        """(sum of log-probs, token count) of each continuation after its context, stepping on from the
-        context's KV cache (cropped back to the context before each continuation)."""
-        from .scoring import stepwise_loglikelihoods
-
-        torch = _torch()
-        device = self.model.device
-
-        def forward(ids: list[int], past):
-            with torch.inference_mode():
-                out = self.model(torch.tensor([ids], device=device), past_key_values=past, use_cache=True)
-            return out.logits[0, -1].float().cpu().numpy(), out.past_key_values
-
-        def run_token(past, token: int, position: int):
-            past.crop(position)
-            return forward([token], past)
-
-        with self._lock:
-            return stepwise_loglikelihoods(pairs, self.encode, self.context_length, lambda ids: forward(ids, None),
-                                           run_token)
-
-    def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
-        """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
-        with self._lock:
-            return generate_prompts(self, [self.encode(p) for p in prompts], params, self.context_length,
-                                    self.pad_id, self.stop_ids, self._decode)
-
     def close(self) -> None:
         """Drop the model."""
         self.model = None
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _pick(torch, logits, params: GenerationParams, generator) -> int:

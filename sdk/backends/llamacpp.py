@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import codecs
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..bundle import Bundle
-from ..errors import BackendError, ModelFileError
+from ..errors import BackendError, InputError, ModelFileError
 from ..prompt_text import llama_encoder
 from .base import Backend, GenerationParams, GenerationStats, StopStringFilter, default_threads
+
+JUDGE_CONTEXT = 1024
+"""Tokens a judge's context holds: enough for a question, its rationale and the verifier's question, while
+``logits_all`` keeps n_ctx x vocabulary floats (200 MB for SmolLM2's 49k tokens)."""
 
 
 def _llama_cpp():
@@ -34,6 +37,17 @@ def gguf_files(bundle: Bundle) -> tuple[Path, Path | None]:
     return bundle.main_file("gguf"), adapters[0] if adapters else None
 
 
+def _load_llama(llama_cpp, model_path: Path, adapter: Path | None, **options):
+    """``llama_cpp.Llama`` over the model (and adapter); a file it cannot read is a :class:`ModelFileError`."""
+    try:
+        return llama_cpp.Llama(model_path=str(model_path), lora_path=str(adapter) if adapter else None, verbose=False,
+                               **options)
+    except (ValueError, RuntimeError, OSError) as exc:
+        names = f"{model_path}" + (f" with adapter {adapter}" if adapter else "")
+        raise ModelFileError(f"{names}: llama.cpp cannot load this GGUF file; truncated, corrupt or not GGUF "
+                             f"({str(exc).splitlines()[0]})") from None
+
+
 class LlamaCppBackend(Backend):
     """Runs GGUF weights on CPU, or offloads every layer when ``device="cuda"``."""
 
@@ -42,9 +56,10 @@ class LlamaCppBackend(Backend):
     devices = ("cpu", "cuda")
     parallel_calls = False
 
-    def __init__(self, llm, context_length: int, prefix: str = "") -> None:
+    def __init__(self, llm, context_length: int, prefix: str = "", all_logits: bool = False) -> None:
+        super().__init__()
         self._llm = llm
-        self._lock = threading.Lock()
+        self._all_logits = all_logits  # a judge's context (logits_all): texts are scored in one pass
         self.context_length = context_length
         self._encoder = llama_encoder(llm)
         self._prefix = self._tokenize(prefix)[:-1] if prefix else []  # the last token may merge with the user text
@@ -58,11 +73,7 @@ class LlamaCppBackend(Backend):
     def open(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "LlamaCppBackend":
         """Load the bundle's GGUF model (and a GGUF LoRA adapter if the bundle has one)."""
         llama_cpp = _llama_cpp()
-        if device == "cuda" and not cls.gpu_available():
-            raise BackendError(
-                "device 'cuda' asked, but this llama-cpp-python was built without GPU offload; reinstall it with "
-                "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python"
-            )
+        cls._check_device(device)
         from ..errors import BundleError
         from ..manifest import MANIFEST_NAME
 
@@ -91,20 +102,8 @@ class LlamaCppBackend(Backend):
                 trained = str(metadata.get(f"{metadata.get('general.architecture')}.context_length", ""))
                 if trained.isdigit() and 0 < int(trained) < context:
                     raise too_long(int(trained))
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(model_path),
-                lora_path=str(adapter) if adapter else None,
-                n_ctx=context,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_gpu_layers=-1 if device == "cuda" else 0,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            names = f"{model_path}" + (f" with adapter {adapter}" if adapter else "")
-            raise ModelFileError(f"{names}: llama.cpp cannot load this GGUF file; truncated, corrupt or not GGUF "
-                                 f"({str(exc).splitlines()[0]})") from None
+        llm = _load_llama(llama_cpp, model_path, adapter, n_ctx=context, n_threads=n_threads,
+                          n_threads_batch=n_threads, n_gpu_layers=-1 if device == "cuda" else 0)
         trained = llm._model.n_ctx_train()
         if (trained > 0 and context > trained) or llm.n_ctx() < context:
             llm.close()
@@ -112,6 +111,26 @@ class LlamaCppBackend(Backend):
         from ..prompting import fixed_prefix
 
         return cls(llm, context, fixed_prefix(bundle.manifest.prompt))
+
+    @classmethod
+    def open_judge(cls, bundle: Bundle, fmt: str, device: str, threads: int | None) -> "LlamaCppBackend":
+        """Load the bundle's GGUF model (and adapter) to score texts as a judge: a second kind of context
+        that keeps the logits of every position (``logits_all``), so each text is evaluated in one
+        batched pass rather than token by token, in :data:`JUDGE_CONTEXT` tokens."""
+        cls._check_device(device)
+        model_path, adapter = gguf_files(bundle)
+        n_threads = threads or default_threads()
+        llm = _load_llama(_llama_cpp(), model_path, adapter, n_ctx=JUDGE_CONTEXT, n_threads=n_threads,
+                          n_threads_batch=n_threads, n_gpu_layers=-1 if device == "cuda" else 0, logits_all=True)
+        return cls(llm, JUDGE_CONTEXT, all_logits=True)
+
+    @classmethod
+    def _check_device(cls, device: str) -> None:
+        if device == "cuda" and not cls.gpu_available():
+            raise BackendError(
+                "device 'cuda' asked, but this llama-cpp-python was built without GPU offload; reinstall it with "
+                "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python"
+            )
 
     def count_tokens(self, text: str) -> int:
         """Token count of ``text`` (control tokens only from a template's :class:`Prompt` parts, BOS as the model wants)."""
@@ -121,12 +140,8 @@ class LlamaCppBackend(Backend):
     def _tokenize(self, text: str) -> list[int]:
         return self._encoder.encode(text)
 
-    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
-        """Generate after ``prompt``; calls from several threads take turns (one llama.cpp context)."""
-        with self._lock:
-            yield from self._stream_locked(prompt, params, stats)
-
     def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """Generate after ``prompt`` with llama.cpp's own sampler (one context: :meth:`stream` takes turns)."""
         llama_cpp = _llama_cpp()
         tokens = self._tokenize(prompt)
         stats.prompt_tokens = len(tokens)
@@ -174,9 +189,14 @@ class LlamaCppBackend(Backend):
             yield tail
 
     def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-        """(sum of log-probs, token count) of each continuation after its context, one token at a time
-        on the KV cache (this context keeps only the last position's logits)."""
+        """(sum of log-probs, token count) of each continuation after its context: a generation context keeps
+        only the last position's logits, so it steps one token at a time on the KV cache; a judge's
+        (:meth:`open_judge`) evaluates each text in one pass and reads the logits of every position."""
         from .scoring import stepwise_loglikelihoods
+
+        if self._all_logits:
+            with self._lock:
+                return [self._score_text(context, continuation) for context, continuation in pairs]
 
         def run_context(ids: list[int]):
             self._restore_prefix(ids)
@@ -190,6 +210,29 @@ class LlamaCppBackend(Backend):
 
         with self._lock:
             return stepwise_loglikelihoods(pairs, self._tokenize, self.context_length, run_context, run_token)
+
+    def _score_text(self, context: str, continuation: str) -> tuple[float, int]:
+        """One pair on a ``logits_all`` context, reusing the KV cache of what the last text shares with it
+        (the context of a question's choices is evaluated once)."""
+        import numpy as np
+
+        from ..logprobs import log_softmax
+        from .scoring import common_prefix, split_continuation
+
+        full = self._tokenize(context + continuation)
+        if len(full) > self.context_length:
+            raise InputError(f"text of {len(full)} tokens is longer than the judge's context of {self.context_length}")
+        start = split_continuation(full, self._tokenize(context))
+        llm = self._llm
+        # only the tokens after what the cache shares with this text are evaluated (none shared, as for
+        # a model without BOS: all of them); the last token's own logits are never read
+        cached = common_prefix(full, llm.input_ids[:llm.n_tokens].tolist())
+        if cached < len(full) - 1:
+            llm.n_tokens = cached
+            llm.eval(full[cached:])
+        rows = log_softmax(llm.scores[start - 1:len(full) - 1])
+        targets = full[start:]
+        return float(rows[np.arange(len(targets)), targets].sum()), len(targets)
 
     def _restore_prefix(self, tokens: list[int]) -> None:
         """Leave exactly the template's fixed prefix in the KV cache, evaluated on its own.

@@ -10,17 +10,14 @@ optionally ``position_ids``, and ``past_key_values.N.key/value``; outputs
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..bundle import Bundle
 from ..errors import ModelFileError, UserError
 from ..prompt_text import tokenizers_encoder
-from .base import Backend, GenerationParams, GenerationStats, TokenText, count_token, default_threads
-from .batching import generate_prompts
-from .sampling import pick_token, token_logprob
+from .base import default_threads
+from .decode_loop import SteppingBackend
+from .stop_ids import stop_token_ids
 
 _NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
@@ -52,13 +49,7 @@ def _json(path: Path, name: str | None = None) -> dict:
     return data
 
 
-def _ids(value) -> set[int]:
-    if value is None:
-        return set()
-    return {int(v) for v in value} if isinstance(value, (list, tuple)) else {int(value)}
-
-
-class OnnxBackend(Backend):
+class OnnxBackend(SteppingBackend):
     """Runs an exported ONNX decoder on CPU, or on CUDA with onnxruntime-gpu."""
 
     name = "onnx"
@@ -69,13 +60,9 @@ class OnnxBackend(Backend):
     def __init__(self, session, tokenizer, stop_ids: set[int], context_length: int, pad_id: int = 0,
                  batch_size: int = 8) -> None:
         np, _, _ = _imports()
+        super().__init__(tokenizer, tokenizers_encoder(tokenizer), stop_ids, context_length, pad_id, batch_size)
         self._np = np
         self.session = session
-        self.tokenizer = tokenizer
-        self._encoder = tokenizers_encoder(tokenizer)
-        self.stop_ids = stop_ids
-        self.context_length = context_length
-        self._lock = threading.Lock()
         inputs = {i.name: i for i in session.get_inputs()}
         self._past_names = sorted((n for n in inputs if n.startswith("past_key_values.")),
                                   key=lambda n: (int(n.split(".")[1]), n.endswith("value")))
@@ -87,7 +74,6 @@ class OnnxBackend(Backend):
         self._has_positions = "position_ids" in inputs
         self._has_mask = "attention_mask" in inputs
         self._present_names = [n.replace("past_key_values", "present") for n in self._past_names]
-        self.pad_id = pad_id
         # left padding needs explicit positions; a graph without position_ids runs one prompt at a time
         self.max_batch_size = batch_size if self._has_positions else 1
 
@@ -132,24 +118,11 @@ class OnnxBackend(Backend):
                 raise ModelFileError(f"{tokenizer_path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
             config = _json(view / "config.json", str(folder / "config.json"))
             generation = _json(view / "generation_config.json", str(folder / "generation_config.json"))
-        stop_ids = _ids(config.get("eos_token_id"))
-        stop_ids |= _ids(generation.get("eos_token_id"))
-        for text in bundle.manifest.prompt.stop:
-            token = tokenizer.token_to_id(text)
-            if token is not None:
-                stop_ids.add(token)
+        stop_ids = stop_token_ids([config.get("eos_token_id"), generation.get("eos_token_id")],
+                                  bundle.manifest.prompt.stop, tokenizer.token_to_id)
         pad = config.get("pad_token_id")
         pad_id = int(pad) if isinstance(pad, int) else min(stop_ids, default=0)
         return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length, pad_id)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (control tokens only from a template's :class:`Prompt` parts; BOS as the
-        tokenizer's post-processor adds it)."""
-        return self._encoder.encode(text)
-
-    def count_tokens(self, text: str) -> int:
-        """Token count of ``text``, as :meth:`encode` makes it."""
-        return len(self.encode(text))
 
     def empty_past(self, batch: int = 1) -> dict:
         """A KV cache holding no tokens, for ``batch`` rows."""
@@ -167,7 +140,7 @@ class OnnxBackend(Backend):
         outputs = self.session.run(["logits", *self._present_names], feed)
         return outputs[0][:, -1].astype(np.float32), dict(zip(self._past_names, outputs[1:]))
 
-    def step(self, ids: list[int], past: dict, position: int):
+    def forward(self, ids: list[int], past: dict, position: int):
         """Run the decoder on ``ids`` after ``position`` cached tokens; return (last logits, new cache)."""
         np = self._np
         total = position + len(ids)
@@ -175,69 +148,13 @@ class OnnxBackend(Backend):
                                            np.arange(position, total, dtype=np.int64)[None, :], past)
         return logits[0], new_past
 
-    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-        """(sum of log-probs, token count) of each continuation after its context; the context's KV cache
-        is computed once and every continuation steps on from it."""
-        from .scoring import stepwise_loglikelihoods
+    def prefill(self, ids: list[int]):
+        """The decoder over ``ids`` from an empty cache: (last logits, cache)."""
+        return self.forward(ids, self.empty_past(), 0)
 
-        def run_context(ids: list[int]):
-            return self.step(ids, self.empty_past(), 0)
-
-        def run_token(past: dict, token: int, position: int):
-            return self.step([token], past, position)
-
-        with self._lock:
-            return stepwise_loglikelihoods(pairs, self.encode, self.context_length, run_context, run_token)
-
-    def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def generate_many(self, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, GenerationStats]]:
-        """Generate for several prompts, up to ``max_batch_size`` per forward pass."""
-        if self.max_batch_size < 2:
-            return super().generate_many(prompts, params)
-        with self._lock:
-            return generate_prompts(self, [self.encode(p) for p in prompts], params, self.context_length,
-                                    self.pad_id, self.stop_ids, self._decode)
-
-    def stream(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
-        """Generate after ``prompt``; calls from several threads take turns."""
-        with self._lock:
-            yield from self._stream_locked(prompt, params, stats)
-
-    def _stream_locked(self, prompt: str, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
-        np = self._np
-        ids = self.encode(prompt)
-        stats.prompt_tokens = len(ids)
-        budget = min(params.max_new_tokens, self.context_length - len(ids))
-        stats.finish_reason = "length"
-        if budget < 1:
-            return
-        rng = None
-        if params.temperature > 0:
-            rng = np.random.default_rng(params.seed if params.seed is not None else time.time_ns() % 2**31)
-        text = TokenText(self._decode, params.stop)
-        logits, past = self.step(ids, self.empty_past(), 0)
-        position = len(ids)
-        while True:
-            token = pick_token(logits, params, rng)
-            if token in self.stop_ids:
-                stats.finish_reason = "stop"
-                break
-            count_token(stats, params, lambda: token_logprob(logits, token))
-            piece = text.add(token)
-            if piece:
-                yield piece
-            if text.stopped:
-                stats.finish_reason = "stop"
-                break
-            if stats.tokens >= budget:
-                break
-            logits, past = self.step([token], past, position)
-            position += 1
-        rest = text.finish()
-        if rest:
-            yield rest
+    def step(self, state: dict, token: int, position: int):
+        """One token on ``state``; a cache is never changed in place, so a context's stays reusable."""
+        return self.forward([token], state, position)
 
     def close(self) -> None:
         """Drop the inference session."""

@@ -6,16 +6,29 @@ same rule written in torch so that logits never leave the device.
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import numpy as np
 
+from ..logprobs import log_softmax
 from .base import GenerationParams
 
 
 def token_logprob(logits: np.ndarray, token: int) -> float:
     """log p(token) under the softmax of ``logits`` (temperature 1: the model's own distribution)."""
-    x = logits.astype(np.float64)
-    m = x.max()
-    return float(x[token] - m - np.log(np.exp(x - m).sum()))
+    return float(log_softmax(logits)[token])
+
+
+def sampling_seed(params: GenerationParams) -> int:
+    """The seed a sampled generation draws with: ``params.seed``, else one from the clock."""
+    return params.seed if params.seed is not None else time.time_ns() % 2**31
+
+
+def numpy_sampler(params: GenerationParams) -> Callable[[np.ndarray], int]:
+    """:func:`pick_token` for one generation, with its own generator seeded by :func:`sampling_seed`."""
+    rng = np.random.default_rng(sampling_seed(params)) if params.temperature > 0 else None
+    return lambda logits: pick_token(logits, params, rng)
 
 
 def pick_token(logits: np.ndarray, params: GenerationParams, rng: np.random.Generator | None) -> int:

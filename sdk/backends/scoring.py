@@ -1,11 +1,12 @@
-"""Log-likelihoods of continuations with a generation backend's own KV cache.
+"""Log-likelihoods of continuations (:meth:`Backend.loglikelihoods`) with a generation backend's own KV cache.
 
 Every backend scores the same way: the context once, then each continuation
 token by token from the context's cached state. A backend gives two steps:
 ``run_context(ids) -> (last logits, state)`` and ``run_token(state, token,
 position) -> (logits, state)``. Scoring through the generating model (rather
-than a second instance with logits for every position, as the judges use)
-costs no extra memory and sees exactly the weights that wrote the rationale.
+than a second instance with logits for every position, as a llama.cpp judge
+uses) costs no extra memory and sees exactly the weights that wrote the rationale.
+Where the continuation starts is :func:`split_continuation`'s, for every scorer.
 """
 
 from __future__ import annotations
@@ -15,11 +16,30 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..scorers.tokens import split_continuation
 from .sampling import token_logprob
 
 RunContext = Callable[[list[int]], tuple[np.ndarray, Any]]
 RunToken = Callable[[Any, int, int], tuple[np.ndarray, Any]]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    k = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        k += 1
+    return k
+
+
+def split_continuation(full: Sequence[int], context: Sequence[int]) -> int:
+    """Index in ``full`` where the continuation starts.
+
+    Tokenizing ``context + continuation`` can merge tokens across the boundary,
+    so the split is the longest common prefix of the two tokenizations, kept
+    short enough that at least one token is scored.
+    """
+    return max(1, min(common_prefix(full, context), len(full) - 1))
 
 
 def stepwise_loglikelihoods(pairs: Sequence[tuple[str, str]], encode: Callable[[str], list[int]],

@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import base_model
 from ..backends import REGISTRY, backend_class
 from ..backends.base import default_threads
 from ..bundle import BASE_BUNDLE_DIR, EMBEDDED, Bundle
 from ..errors import UserError
 from ..manifest import MANIFEST_NAME
-from ..paths import default_base_checkpoint
 from .bandwidth import bound_tokens_per_s, read_bandwidth_gb_s
+from .config import BenchConfig
 
 WEIGHT_ROLES = ("model", "data", "adapter")
 
@@ -46,19 +47,6 @@ class BenchRow:
         """Achieved decode speed as a share of the bandwidth bound."""
         speed = self.figures.get("decode_tok_s")
         return speed / self.bound_tok_s if speed and self.bound_tok_s else None
-
-
-@dataclass
-class BenchPlan:
-    """What to measure and how."""
-
-    bundles: list[str | None]
-    tokens: int = 128
-    reps: int = 3
-    threads: int | None = None
-    devices: list[str] = field(default_factory=lambda: ["cpu", "cuda"])
-    peers: bool = True
-    timeout_s: int = 900
 
 
 def find_bundles(paths: list[str]) -> list[str | None]:
@@ -90,8 +78,10 @@ def _hf_source(bundle: Bundle) -> str | None:
     if not source:
         return None
     if Path(source).resolve() == BASE_BUNDLE_DIR.resolve():
-        base = default_base_checkpoint()
-        return str(base) if (base / "model.safetensors").exists() else None
+        try:
+            return str(base_model.resolve(base_model.DEFAULT))
+        except UserError:  # not built yet: the peer is skipped rather than built here
+            return None
     try:
         origin = Bundle.load(source)
     except UserError:
@@ -99,7 +89,8 @@ def _hf_source(bundle: Bundle) -> str | None:
     return str(origin.main_file("hf").parent) if "hf" in origin.formats() else None
 
 
-def _jobs(plan: BenchPlan, say: Callable[[str], None]) -> list[tuple[BenchRow, dict[str, Any]]]:
+def _jobs(plan: BenchConfig, bundles: list[str | None],
+          say: Callable[[str], None]) -> list[tuple[BenchRow, dict[str, Any]]]:
     jobs = []
     threads = plan.threads or default_threads()
     gpu_backends = [n for n in REGISTRY if _gpu(n)]
@@ -107,7 +98,7 @@ def _jobs(plan: BenchPlan, say: Callable[[str], None]) -> list[tuple[BenchRow, d
     if "cuda" in plan.devices and not gpu_backends:
         say("no GPU usable here (torch sees no CUDA device, llama.cpp has no GPU offload, onnxruntime has no "
             "CUDAExecutionProvider): the CUDA paths are skipped")
-    for path in plan.bundles:
+    for path in bundles:
         bundle = Bundle.load(path)
         label = path or "default"
         for fmt in bundle.formats():
@@ -155,13 +146,14 @@ def _peer_gpu(peer: str) -> bool:
     return _gpu({"llama-cpp-python": "llamacpp", "optimum": "onnx", "transformers": "torch"}[peer])
 
 
-def run_bench(plan: BenchPlan, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(plan: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure the bandwidth bound, then every job in its own process; returns rows and target checks."""
+    bundles = find_bundles(plan.bundles)  # a bad path fails before the bandwidth is measured
     threads = plan.threads or default_threads()
     say(f"measuring memory read bandwidth with {threads} threads")
     bandwidth = read_bandwidth_gb_s(threads)
     rows = []
-    for row, spec in _jobs(plan, say):
+    for row, spec in _jobs(plan, bundles, say):
         say(f"{row.bundle}: {row.runner} on {row.device} ({row.format} {row.quantization})")
         proc = subprocess.run([sys.executable, "-m", "rationalizer.bench.worker", json.dumps(spec)],
                               capture_output=True, text=True, timeout=plan.timeout_s)

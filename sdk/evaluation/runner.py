@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 from ..dataset import Example
 from ..errors import InputError
+from ..manifest import ANSWER_MARKER
 from ..metrics import answers_match, consistency, diversity, perturb_words
 from ..metrics.text import words
 from ..prompting import Quality, build_prompt
@@ -112,11 +113,11 @@ def _consistency(judges: Judges, ex: Example, rationale: str) -> dict[str, Any]:
     sim = judges.simulator
     assert sim is not None and ex.choices is not None
     base = build_prompt(sim.template, ex.question, ex.choices)
-    marker = "So the answer is"
+    marker = ANSWER_MARKER
     # Each choice is scored as " choice" after the marker, so no choice pays for the space token.
     options = [f" {c}" for c in ex.choices]
     try:
-        delta, p_with, p_without = consistency(sim, base + f"{rationale.strip()} {marker}", base + marker,
+        delta, p_with, p_without = consistency(sim.backend, base + f"{rationale.strip()} {marker}", base + marker,
                                                options, f" {ex.answer}")
     except InputError:
         return {"consistency": None}

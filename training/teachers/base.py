@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from rationalizer.dataset import Example
-from rationalizer.manifest import ParserSettings
+from rationalizer.manifest import ANSWER_MARKER, ParserSettings
 from rationalizer.prompting import parse_answer
-
-from .prompts import MARKER
 
 
 @dataclass
@@ -50,8 +48,11 @@ class Teacher(Protocol):
 def read_output(text: str, example: Example) -> TeacherOutput:
     """Split teacher text into rationale and stated answer (the text after the marker)."""
     text = text.strip()
-    parsed = parse_answer(text, example.choices, ParserSettings(marker=MARKER, strategies=["marker"]))
-    rationale = parsed.rationale if parsed.answer is not None else re.split(rf"\s*{MARKER}", text, maxsplit=1)[0]
+    parsed = parse_answer(text, example.choices, ParserSettings(marker=ANSWER_MARKER, strategies=["marker"]))
+    if parsed.answer is not None:
+        rationale = parsed.rationale
+    else:  # no readable answer after the marker: the rationale is what comes before it
+        rationale = re.split(rf"\s*{re.escape(ANSWER_MARKER)}", text, maxsplit=1)[0]
     return TeacherOutput(text, rationale.strip(), parsed.answer)
 
 

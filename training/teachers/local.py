@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from rationalizer.backends.stop_ids import hf_stop_token_ids
 from rationalizer.errors import UserError
 from rationalizer.prompt_text import Prompt, transformers_encoder
 
@@ -133,7 +134,7 @@ class LocalTeacher:
     def _loop(self, out, mask, positions, n: int, pick, pair: bool) -> list[str]:
         """Shared decode loop: stop each row at EOS, a blank line or the token limit."""
         torch = self.torch
-        eos = self.tokenizer.eos_token_id
+        stop_ids = hf_stop_token_ids(self.model, self.tokenizer)
         generated: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         past = out.past_key_values
@@ -144,7 +145,7 @@ class LocalTeacher:
                 if done[i]:
                     continue
                 token = int(tokens[i])
-                if token == eos:
+                if token in stop_ids:
                     done[i] = True
                     continue
                 generated[i].append(token)

@@ -2,7 +2,7 @@
 
 The teacher is told the answer (the gold one, or a wrong one for SCOTT's
 counterfactual rationales) and writes the explanation; it ends with the
-project's marker, so the stated answer can be read back and checked.
+project's answer marker (``ANSWER_MARKER``), so the stated answer can be read back and checked.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rationalizer.dataset import Example
+from rationalizer.manifest import ANSWER_MARKER
+from rationalizer.prompting import format_target
 
-MARKER = "So the answer is"
 SYSTEM = (
     "You explain answers to questions. Given a question and its answer, write a short, factual explanation "
-    f"(one to three sentences) of why the answer is right, then end with \"{MARKER} <answer>.\""
+    f"(one to three sentences) of why the answer is right, then end with \"{ANSWER_MARKER} <answer>.\""
 )
 
 
@@ -74,7 +75,7 @@ def chat_messages(example: Example, answer: str) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": SYSTEM}]
     for demo in DEMOS[question_type(example)]:
         messages.append({"role": "user", "content": _user(demo.question, demo.choices, demo.answer)})
-        messages.append({"role": "assistant", "content": f"{demo.rationale} {MARKER} {demo.answer}."})
+        messages.append({"role": "assistant", "content": format_target(demo.rationale, demo.answer)})
     messages.append({"role": "user", "content": _user(example.question, example.choices, answer)})
     return messages
 
@@ -83,7 +84,7 @@ def completion_prompt(example: Example, answer: str) -> str:
     """A plain-text few-shot prompt for completion endpoints and base models; stop at a blank line."""
     parts = [SYSTEM, ""]
     for demo in DEMOS[question_type(example)]:
-        parts.append(f"{_user(demo.question, demo.choices, demo.answer)}\nExplanation: {demo.rationale} "
-                     f"{MARKER} {demo.answer}.\n")
+        parts.append(f"{_user(demo.question, demo.choices, demo.answer)}\n"
+                     f"Explanation: {format_target(demo.rationale, demo.answer)}\n")
     parts.append(f"{_user(example.question, example.choices, answer)}\nExplanation:")
     return "\n".join(parts)

@@ -108,22 +108,30 @@ def _unicode(text: str | None) -> str | None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _row(request: TeacherRequest, output: TeacherOutput, teacher: str) -> dict:
+def _output_row(request: TeacherRequest, output: TeacherOutput, teacher: str) -> Example:
+    """The teacher's answer to ``request`` as an output row: the question with the explained answer as
+    its answer (and, for a counterfactual, the real one as ``gold_answer``)."""
     ex = request.example
-    return {"id": ex.id, "question": ex.question, "choices": ex.choices, "answer": request.target,
-            "rationale": _unicode(output.rationale), "kind": request.kind, "source": f"teacher {teacher}",
-            "teacher_answer": _unicode(output.stated_answer),
-            "teacher_correct": None if output.stated_answer is None else answers_match(output.stated_answer, request.target, ex.choices),
-            **({"gold_answer": ex.answer} if request.kind == "counterfactual" else {})}
+    stated = output.stated_answer
+    return Example(id=ex.id, question=ex.question, answer=request.target, choices=ex.choices,
+                   rationale=_unicode(output.rationale), kind=request.kind, source=f"teacher {teacher}",
+                   teacher_answer=_unicode(stated),
+                   teacher_correct=None if stated is None else answers_match(stated, request.target, ex.choices),
+                   extra={"gold_answer": ex.answer} if request.kind == "counterfactual" else {})
 
 
-def _verdict(row: dict, config: TeachConfig, seen: set[str]) -> str | None:
-    rationale = row["rationale"].strip()
+def _line(row: Example, **more: str) -> str:
+    """One output line; a teacher's row always has the teacher fields (null: no stated answer)."""
+    return json.dumps({**row.to_dict(teacher_fields=True), **more}, ensure_ascii=False) + "\n"
+
+
+def _verdict(row: Example, config: TeachConfig, seen: set[str]) -> str | None:
+    rationale = (row.rationale or "").strip()
     if not rationale:
         return "empty"
     if len(rationale.split()) > config.max_words:
         return "too_long"
-    if config.require_match and not row["teacher_correct"]:
+    if config.require_match and not row.teacher_correct:
         return "mismatch"
     if _norm(rationale) in seen:
         return "duplicate"
@@ -187,17 +195,17 @@ def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], o
                     summary.errors.append(str(result))
             else:
                 for request, output in zip(batch, result):
-                    row = _row(request, output, teacher.name)
-                    if row["teacher_correct"] is not None:
+                    row = _output_row(request, output, teacher.name)
+                    if row.teacher_correct is not None:
                         summary.stated += 1
-                        summary.stated_correct += bool(row["teacher_correct"])
+                        summary.stated_correct += row.teacher_correct
                     reason = _verdict(row, config, seen)
                     if reason is None:
-                        seen.add(_norm(row["rationale"]))
-                        kept.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        seen.add(_norm(row.rationale or ""))
+                        kept.write(_line(row))
                         summary.done += 1
                     else:
-                        dropped.write(json.dumps({**row, "rejected": reason}, ensure_ascii=False) + "\n")
+                        dropped.write(_line(row, rejected=reason))
                         summary.filtered[reason] += 1
                 kept.flush()
                 dropped.flush()

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rationalizer import Bundle
+from rationalizer import Bundle, base_model
 from rationalizer.bundle import DEFAULT_BUNDLE_DIR
 from rationalizer.integrity import sha256_file
 from rationalizer.manifest import Manifest, WeightFile
@@ -55,23 +55,22 @@ def _f16_adapter(src: Path, dst: Path) -> None:
 
 def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR) -> Manifest:
     """Write the default bundle from the student bundle ``student`` (PEFT adapter over 'default')."""
-    from rationalizer.backends.hf import base_model_path
     from rationalizer.export.gguf_convert import write_lora_gguf
 
     bundle = Bundle.load(student)
-    if bundle.manifest.base_model != "default":
+    if bundle.manifest.base_model != base_model.DEFAULT:
         sys.exit(f"{student}: trained over {bundle.manifest.base_model}, not the embedded base")
     bundle.verify("peft")
-    base = Bundle.load("base")
+    base = Bundle.load(base_model.SOURCE_BUNDLE)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".ship-", dir=target.parent))
     (stage / "adapter").mkdir()
     with bundle.staged("peft") as adapter_dir:  # only the listed adapter files, just verified
-        write_lora_gguf(adapter_dir, Path(base_model_path("default")), stage / "adapter.gguf", "rationalizer-default",
-                        "f16")
+        write_lora_gguf(adapter_dir, base_model.resolve(base_model.DEFAULT), stage / "adapter.gguf",
+                        "rationalizer-default", "f16")
         _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
         config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # not this machine's cache path
+    config["base_model_name_or_path"] = base_model.HUB_ID  # not this machine's cache path
     (stage / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def entry(rel: str, role: str, quant: str | None = None) -> WeightFile:
