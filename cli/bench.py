@@ -10,6 +10,7 @@ from rationalizer.atomic import atomic_write_text
 from rationalizer.bench.config import BenchConfig
 
 from .config_options import options_from
+from .reporting import new_progress
 
 
 @click.command("bench")
@@ -30,7 +31,11 @@ def bench_command(config: BenchConfig, json_path: str | None) -> None:
     """
     from rationalizer.bench.suite import markdown, run_bench
 
-    result = run_bench(config, lambda m: click.echo(m, err=True))
+    progress = new_progress()
+    try:
+        result = run_bench(config, progress)
+    finally:
+        progress.close()
     click.echo(markdown(result), nl=False)
     if json_path:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")

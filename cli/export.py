@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import click
@@ -10,6 +9,7 @@ import click
 from rationalizer.export.config import ExportConfig
 
 from .config_options import options_from
+from .reporting import new_progress
 
 
 @click.command("export")
@@ -29,14 +29,13 @@ def export_command(config: ExportConfig) -> None:
     from rationalizer.export.pipeline import run_export
     from rationalizer.training.base_student import resolve_or_build
 
-    started = time.perf_counter()
-
-    def progress(message: str) -> None:
-        click.echo(f"[{time.perf_counter() - started:7.1f}s] {message}", err=True)
-
     if config.source == "default":  # the embedded model's name, never a folder of the working directory
         config = replace(config, source=None)
-    outcome = run_export(config, lambda spec: resolve_or_build(spec, progress), progress)
+    progress = new_progress()
+    try:
+        outcome = run_export(config, resolve_or_build, progress)
+    finally:
+        progress.close()
     for result in outcome.results:
         click.echo(f"{result.folder}\t{result.format} {result.quantization}\t{result.size_bytes / 1e6:.1f} MB\t"
                    f"greedy match {result.check.greedy_match:.2f}")

@@ -8,6 +8,7 @@ failures of a backend; never a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -17,6 +18,8 @@ from click_default_group import DefaultGroup
 
 from rationalizer import __version__
 from rationalizer.errors import InputError, RationalizerError, UserError
+
+from .reporting import install_log_handler
 
 
 class RationalizeGroup(DefaultGroup):
@@ -109,7 +112,8 @@ def _fail(message: str, code: int) -> None:
 @click.group(cls=RationalizeGroup, default="ask", default_if_no_args=False,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rationalize")
-def cli() -> None:
+@click.option("--quiet", is_flag=True, help="Only warnings and errors on stderr: no progress messages or bars.")
+def cli(quiet: bool) -> None:
     """Answer a question and explain why, with a small distilled model.
 
     \b
@@ -117,6 +121,7 @@ def cli() -> None:
       rationalize "Where do you keep milk?" --choices "fridge|oven|shelf"
       rationalize info
     """
+    install_log_handler(logging.WARNING if quiet else logging.INFO)
 
 
 def _register() -> None:

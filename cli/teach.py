@@ -11,9 +11,10 @@ import click
 from rationalizer.dataclass_json import to_dict
 from rationalizer.training.data import FieldMap
 from rationalizer.training.teachers import TeachConfig, load_teacher
-from rationalizer.training.teachers.runner import TeachSummary, teach
+from rationalizer.training.teachers.runner import teach
 
 from .config_options import options_from
+from .reporting import new_progress
 
 
 @click.command("teach")
@@ -23,21 +24,11 @@ from .config_options import options_from
 def teach_command(config: TeachConfig, as_json: bool) -> None:
     """A teacher writes a rationale for each question's gold answer (and a counterfactual one)."""
     teacher = load_teacher(config)
-    bars: list = []  # the bar starts with the first result, so an error before any is the only line printed
-
-    def progress(n: int, summary: TeachSummary) -> None:
-        if not bars:
-            bars.append(click.progressbar(length=max(summary.requested, 1), label=f"teach via {teacher.name}",
-                                          file=sys.stderr, show_eta=True, show_pos=True,
-                                          item_show_func=lambda s: s).__enter__())
-        bars[0].length = max(summary.requested, 1)
-        bars[0].update(n, f"{summary.per_minute:.1f}/min")
-
+    progress = new_progress()
     try:
         summary = teach(config, teacher, progress)
     finally:
-        for bar in bars:
-            bar.__exit__(None, None, None)
+        progress.close()
     report = {**to_dict(summary), "teacher": teacher.name, "teacher_accuracy": summary.teacher_accuracy,
               "per_minute": round(summary.per_minute, 2), "out": config.out}
     if as_json:

@@ -8,7 +8,7 @@ from typing import Literal
 from rationalizer.config_checks import Range, check_settings
 from rationalizer.errors import ConfigError
 
-from .formats import GgufFloat, GgufQuant, GgufType, OnnxType
+from .formats import GgufFloat, GgufQuant, GgufType, LoraDtype, OnnxType
 
 
 @dataclass
@@ -26,6 +26,9 @@ class ExportConfig:
                 "MatMulNBits)."})
     lora_base: Literal[GgufFloat, GgufQuant] = field(default="f16", metadata={
         "help": "GGUF type of the base written next to a lora adapter when the base is not the embedded default."})
+    adapter_dtype: LoraDtype = field(default="f32", metadata={
+        "help": "Float type of a lora adapter's matrices: f32, or f16 for half the file (as the embedded default "
+                "ships)."})
     threads: int | None = field(default=None, metadata={"help": "CPU threads (quantization, verification, report).",
                                                         "range": Range(1, 4096)})
     dev: str | None = field(default=None, metadata={

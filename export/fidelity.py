@@ -8,9 +8,10 @@ questions where an export gives the same parsed answer as the fp32 reference.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from rationalizer import Rationalizer
 from rationalizer.atomic import atomic_write_text
@@ -19,6 +20,9 @@ from rationalizer.dataset import Example
 from rationalizer.metrics import answers_match
 from rationalizer.metrics.answers import normalize_answer
 from rationalizer.metrics.stats import bootstrap_ci
+from rationalizer.progress import Progress, or_silent
+
+logger = logging.getLogger(__name__)
 
 REFERENCE_LABEL = "fp32 (torch)"
 
@@ -52,8 +56,9 @@ class _Answers:
 
 
 def answer_all(model: Rationalizer, examples: Sequence[Example], max_new_tokens: int | None,
-               tick: Callable[[], None] = lambda: None) -> _Answers:
+               progress: Progress | None = None) -> _Answers:
     """Greedy answers to every example, with the time spent decoding after each first token."""
+    progress = or_silent(progress)
     answers, correct, tokens, decode, latency = [], [], 0, 0.0, 0.0
     for ex in examples:
         out = model.rationalize(ex.question, ex.choices, max_new_tokens=max_new_tokens)
@@ -63,7 +68,7 @@ def answer_all(model: Rationalizer, examples: Sequence[Example], max_new_tokens:
         if out.time_to_first_token_s is not None and out.tokens_generated > 1:
             tokens += out.tokens_generated - 1
             decode += out.latency_s - out.time_to_first_token_s
-        tick()
+        progress.update()
     return _Answers(answers, correct, tokens, decode, latency)
 
 
@@ -81,15 +86,21 @@ def _row(label: str, fmt: str, quant: str, size: int | None, got: _Answers, refe
 
 def fidelity_rows(reference: Rationalizer, exports: Sequence[Any], examples: Sequence[Example],
                   max_new_tokens: int | None, threads: int | None,
-                  progress: Callable[[str], None] = lambda _m: None) -> list[FidelityRow]:
-    """Answer ``examples`` with the fp32 reference and with every export (``ExportResult``s); one row each."""
-    progress(f"fidelity: {REFERENCE_LABEL} on {len(examples)} questions")
-    ref = answer_all(reference, examples, max_new_tokens)
+                  progress: Progress | None = None) -> list[FidelityRow]:
+    """Answer ``examples`` with the fp32 reference and with every export (``ExportResult``s); one row each.
+
+    ``progress`` counts each model's questions anew.
+    """
+    progress = or_silent(progress)
+    logger.info("fidelity: %s on %d questions", REFERENCE_LABEL, len(examples))
+    progress.start(len(examples), f"fidelity: {REFERENCE_LABEL}")
+    ref = answer_all(reference, examples, max_new_tokens, progress)
     rows = [_row(REFERENCE_LABEL, "hf", "fp32", None, ref, None, None)]
     for result in exports:
-        progress(f"fidelity: {result.label}")
+        logger.info("fidelity: %s", result.label)
+        progress.start(len(examples), f"fidelity: {result.label}")
         with Rationalizer.load(str(result.folder), threads=threads) as model:
-            got = answer_all(model, examples, max_new_tokens)
+            got = answer_all(model, examples, max_new_tokens, progress)
         rows.append(_row(result.label, result.format, result.quantization, result.size_bytes, got, ref, result.seconds))
     return rows
 

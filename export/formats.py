@@ -14,6 +14,8 @@ GgufQuant = Literal["q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0"]
 """Quantizations of an f32 GGUF offered (llama.cpp's names, lower case)."""
 GgufType = Literal[GgufFloat, GgufQuant, "lora"]
 """A GGUF output: a float type, a quantization, or ``lora`` (the adapter alone, over the base GGUF)."""
+LoraDtype = Literal["f32", "f16"]
+"""Float type of a GGUF LoRA adapter's A/B matrices (f16 halves the file; they are well inside its range)."""
 OnnxType = Literal["fp32", "int8", "int8w", "int4"]
 """fp32: as exported; int8: dynamic quantization (int8 weights and activations); int8w and int4:
 weight-only MatMulNBits (8 or 4 bits in blocks of 32, activations stay float)."""
@@ -21,5 +23,6 @@ weight-only MatMulNBits (8 or 4 bits in blocks of 32, activations stay float).""
 FLOAT_TYPES: tuple[str, ...] = get_args(GgufFloat)
 GGUF_QUANTS: tuple[str, ...] = get_args(GgufQuant)
 ONNX_TYPES: tuple[str, ...] = get_args(OnnxType)
+LORA_DTYPES: tuple[str, ...] = get_args(LoraDtype)
 LORA = "lora"
 """The GGUF type that means "the LoRA adapter alone, over the base GGUF"."""

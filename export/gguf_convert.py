@@ -10,16 +10,17 @@ on them) are reordered per head. Qwen2's graph takes the HF order as it is.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from rationalizer.errors import UserError
 
-from .formats import FLOAT_TYPES
+from .formats import FLOAT_TYPES, LORA_DTYPES, LoraDtype
 from .gguf_vocab import detect_pre_tokenizer, read_vocab
+
+logger = logging.getLogger(__name__)
 
 ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "Qwen2ForCausalLM": "QWEN2"}
 
@@ -116,8 +117,7 @@ def _encode(data: np.ndarray, out_type: str):
     return gguf.quants.quantize(data, gguf.GGMLQuantizationType.BF16), gguf.GGMLQuantizationType.BF16
 
 
-def write_model_gguf(hf_dir: Path, out: Path, out_type: str = "f32", name: str = "model",
-                     progress: Callable[[str], None] = lambda _m: None) -> Path:
+def write_model_gguf(hf_dir: Path, out: Path, out_type: str = "f32", name: str = "model") -> Path:
     """Convert the HF checkpoint in ``hf_dir`` to one GGUF file of ``out_type`` (f32, f16 or bf16)."""
     import gguf
 
@@ -135,7 +135,7 @@ def write_model_gguf(hf_dir: Path, out: Path, out_type: str = "f32", name: str =
         _hparams(writer, config, name, int(file_type))
 
     vocab.pre = detect_pre_tokenizer(hf_dir, vocab, metadata, arch_name)
-    progress(f"tokenizer: {vocab.model}, pre-tokenizer {vocab.pre!r}, {len(vocab.tokens)} tokens")
+    logger.info("tokenizer: %s, pre-tokenizer %r, %d tokens", vocab.model, vocab.pre, len(vocab.tokens))
     names = gguf.TensorNameMap(arch, shape.n_layers)
     writer = gguf.GGUFWriter(out, arch_name)
     metadata(writer)
@@ -163,13 +163,13 @@ def write_model_gguf(hf_dir: Path, out: Path, out_type: str = "f32", name: str =
 
 
 def write_lora_gguf(adapter_dir: Path, base_config_dir: Path, out: Path, name: str = "adapter",
-                    dtype: str = "f32") -> Path:
+                    dtype: LoraDtype = "f32") -> Path:
     """Convert a PEFT LoRA adapter to a GGUF LoRA adapter that llama.cpp applies over the base GGUF;
     ``dtype`` 'f16' halves the file (the A/B matrices are small and well inside f16's range)."""
     import gguf
 
-    if dtype not in ("f32", "f16"):
-        raise UserError(f"LoRA adapter dtype {dtype!r}: use f32 or f16")
+    if dtype not in LORA_DTYPES:
+        raise UserError(f"LoRA adapter dtype {dtype!r}: use {' or '.join(LORA_DTYPES)}")
 
     try:
         settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))

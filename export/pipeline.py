@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rationalizer import Bundle, __version__, base_model
 from rationalizer.atomic import atomic_write_text
 from rationalizer.errors import UserError
 from rationalizer.integrity import sha256_file
 from rationalizer.manifest import MANIFEST_NAME, Manifest, WeightFile
+from rationalizer.progress import Progress, or_silent
 
 from .bundles import export_manifest, publish, remove_own, remove_stale, temp_folder, weight_entry
 from .config import ExportConfig
@@ -27,6 +29,8 @@ from .onnx_export import export_onnx_fp32, quantize_onnx
 from .quiet import native_output_silenced
 from .source import BaseResolver, ExportSource, resolve_source
 from .verify import Check, Reference, check_gguf, check_onnx, check_prompts, hf_reference, require_faithful
+
+logger = logging.getLogger(__name__)
 
 F32_TOLERANCE = 0.05
 """Largest |Δ log p| accepted for unquantized outputs: float32 kernels differ, conversions must not."""
@@ -67,8 +71,7 @@ class ExportOutcome:
 class _Run:
     """State shared by the steps of one export."""
 
-    def __init__(self, config: ExportConfig, source: ExportSource, out: Path, work: Path,
-                 progress: Callable[[str], None]) -> None:
+    def __init__(self, config: ExportConfig, source: ExportSource, out: Path, work: Path, progress: Progress) -> None:
         self.config, self.source, self.out, self.work = config, source, out, work
         self.manifest: Manifest = source.bundle.manifest
         self.progress = progress
@@ -93,9 +96,9 @@ class _Run:
         final = publish(temp, self.out / label)
         size = sum(wf.size for wf in files if wf.package is None and wf.role in WEIGHT_ROLES)
         seconds = time.perf_counter() - started
-        self.progress(f"{label}: {size / 1e6:.1f} MB, top-1 {check.top1_agreement:.2f}, "
-                      f"greedy match {check.greedy_match:.2f}, max |Δ log p| {check.max_abs_logprob_diff:.3f} "
-                      f"({seconds:.1f}s)")
+        logger.info("%s: %.1f MB, top-1 %.2f, greedy match %.2f, max |Δ log p| %.3f (%.1fs)", label, size / 1e6,
+                    check.top1_agreement, check.greedy_match, check.max_abs_logprob_diff, seconds)
+        self.progress.update()
         return ExportResult(label, final, fmt, quantization, size, seconds, check)
 
 
@@ -110,31 +113,33 @@ def _versions() -> dict[str, str]:
 
 
 def run_export(config: ExportConfig, base_resolver: BaseResolver | None = None,
-               progress: Callable[[str], None] = print) -> ExportOutcome:
+               progress: Progress | None = None) -> ExportOutcome:
     """Export ``config.source`` to every requested type; each output is verified, then published.
 
     With ``config.dev`` every export and the fp32 model then answer the dev
     questions for the fidelity report (written into ``config.out``).
 
     A failure or a kill leaves the outputs finished before it in place and no
-    partial bundle (see :mod:`rationalizer.export.bundles`).
+    partial bundle (see :mod:`rationalizer.export.bundles`). ``progress`` counts the published
+    outputs, then each model's questions of the fidelity report; messages go to this module's logger.
     """
     if config.dev and not Path(config.dev).is_file():  # before the exports, not after them
         raise UserError(f"{config.dev}: no such dev file")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale(out):
-        progress(f"removed {stale.name}, left by an export that did not finish")
+        logger.info("removed %s, left by an export that did not finish", stale.name)
     bundle = Bundle.load(config.source)
     work = temp_folder(out, "work")
     outcome = ExportOutcome([])
     results = outcome.results
     try:
-        source = resolve_source(bundle, work, base_resolver, progress)
-        run = _Run(config, source, out, work, progress)
-        progress(f"reference: fp32 HF model from {source.hf_dir}")
+        source = resolve_source(bundle, work, base_resolver)
+        run = _Run(config, source, out, work, or_silent(progress))
+        logger.info("reference: fp32 HF model from %s", source.hf_dir)
         run.reference = hf_reference(source.hf_dir, run.prompts)
         models = [k for k in config.gguf if k != LORA]
+        run.progress.start(len(config.gguf) + len(config.onnx), "export")
         if models:
             results += _gguf_models(run, models)
         if LORA in config.gguf:
@@ -180,8 +185,8 @@ def _f32_gguf(run: _Run) -> Path:
     """The verified f32 GGUF every other GGUF type is made from (written once per run)."""
     path = run.work / "model-f32.gguf"
     if not path.exists():
-        run.progress("GGUF: converting to f32 with gguf-py")
-        write_model_gguf(run.source.hf_dir, path, "f32", run.manifest.name, run.progress)
+        logger.info("GGUF: converting to f32 with gguf-py")
+        write_model_gguf(run.source.hf_dir, path, "f32", run.manifest.name)
         require_faithful("GGUF f32", check_gguf(run.reference, run.prompts, path), F32_TOLERANCE)
     return path
 
@@ -192,7 +197,7 @@ def _gguf_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
         started = time.perf_counter()
         f32 = _f32_gguf(run)
         label = f"gguf-{kind}"
-        run.progress(f"{label}: writing")
+        logger.info("%s: writing", label)
         temp = temp_folder(run.out, label)
         target = temp / f"model-{kind}.gguf"
         if kind == "f32":
@@ -215,9 +220,10 @@ def _gguf_lora(run: _Run) -> ExportResult:
         raise UserError(f"{source.bundle.folder}: has no LoRA adapter to export as GGUF (export 'lora' needs a PEFT bundle)")
     started = time.perf_counter()
     label = "gguf-lora"
-    run.progress(f"{label}: converting the adapter")
+    logger.info("%s: converting the adapter", label)
     temp = temp_folder(run.out, label)
-    adapter = write_lora_gguf(source.adapter_dir, source.hf_dir, temp / "adapter.gguf", run.manifest.name)
+    adapter = write_lora_gguf(source.adapter_dir, source.hf_dir, temp / "adapter.gguf", run.manifest.name,
+                              run.config.adapter_dtype)
     if run.manifest.base_model == base_model.DEFAULT:
         embedded = Bundle.load(base_model.SOURCE_BUNDLE)
         base_entry = embedded.files("gguf")[0]
@@ -235,7 +241,7 @@ def _gguf_lora(run: _Run) -> ExportResult:
                 quantize_gguf(f32, base_path, kind, run.config.threads)
         base_files = [weight_entry(temp, base_path, "model", kind)]
     check = check_gguf(run.reference, run.prompts, base_path, adapter)
-    files = [*base_files, weight_entry(temp, adapter, "adapter", "f32")]
+    files = [*base_files, weight_entry(temp, adapter, "adapter", run.config.adapter_dtype)]
     quant = f"lora over {base_files[0].quantization or 'the default base'}"
     return run.finish(label, temp, "gguf", quant, files, check, started)
 
@@ -248,11 +254,11 @@ def _onnx_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
     for kind in kinds:
         started = time.perf_counter()
         if not fp32_dir.exists():
-            run.progress("ONNX: exporting with optimum (decoder with KV cache)")
+            logger.info("ONNX: exporting with optimum (decoder with KV cache)")
             with native_output_silenced():
                 export_onnx_fp32(run.source.hf_dir, fp32_dir)
         label = f"onnx-{kind}"
-        run.progress(f"{label}: writing")
+        logger.info("%s: writing", label)
         temp = temp_folder(run.out, label)
         with native_output_silenced():
             quantize_onnx(fp32_dir, temp, kind)

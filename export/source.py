@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,8 @@ from rationalizer.errors import UserError
 from .merge import MergeCheck, merge_adapter
 
 BaseResolver = Callable[[str], Path | str]
+
+logger = logging.getLogger(__name__)
 """Turns a manifest's ``base_model`` (a folder, a hub id or ``default``) into a local checkpoint folder
 (:func:`rationalizer.base_model.resolve` unless the caller builds the default base on demand)."""
 
@@ -38,8 +41,7 @@ class ExportSource:
         return self.base_dir
 
 
-def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | None = None,
-                   progress: Callable[[str], None] = lambda _m: None) -> ExportSource:
+def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | None = None) -> ExportSource:
     """Find or build the full-weight checkpoint of ``bundle``; an adapter is merged into ``work/merged``.
 
     The bundle's files are read through staged views in ``work`` (:meth:`Bundle.stage`) holding only
@@ -58,10 +60,10 @@ def resolve_source(bundle: Bundle, work: Path, base_resolver: BaseResolver | Non
         bundle.verify("peft")
         adapter = bundle.stage("peft", work / "source-peft")
         base = Path(resolve(bundle.manifest.base_model))
-        progress(f"merging the LoRA adapter into {base.name}")
+        logger.info("merging the LoRA adapter into %s", base.name)
         merged = work / "merged"
         check = merge_adapter(base, adapter, merged)
-        progress(f"merged: max |logit difference| against the unmerged model {check.max_abs_logit_diff:.2e}")
+        logger.info("merged: max |logit difference| against the unmerged model %.2e", check.max_abs_logit_diff)
         return ExportSource(bundle, merged, adapter, base, check, resolve)
     if bundle.folder == BASE_BUNDLE_DIR.resolve():
         return ExportSource(bundle, Path(resolve(base_model.DEFAULT)))

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 
 from .errors import InputError
 
+logger = logging.getLogger(__name__)
+
 KINDS = ("factual", "counterfactual")
 
 
@@ -268,7 +270,7 @@ def read_examples(path: str | Path, limit: int | None = None, kind: str | None =
         if limit is not None and len(out) >= limit:
             break
     if repeated:
-        logging.getLogger("rationalizer").warning("%s: %d rows repeat a choice; the repeats were dropped", path, repeated)
+        logger.warning("%s: %d rows repeat a choice; the repeats were dropped", path, repeated)
     return out
 
 
@@ -319,5 +321,5 @@ def read_numbered_examples(path: str | Path) -> tuple[list[tuple[int, Example]],
         repeated += example.choices is not None and len(example.choices) != len(row["choices"])
         good.append((number, example))
     if repeated:
-        logging.getLogger("rationalizer").warning("%s: %d rows repeat a choice; the repeats were dropped", p, repeated)
+        logger.warning("%s: %d rows repeat a choice; the repeats were dropped", p, repeated)
     return good, bad

@@ -18,6 +18,8 @@ from typing import Iterator
 
 from .errors import UserError
 
+logger = logging.getLogger(__name__)
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; writers are not serialized there
@@ -45,8 +47,8 @@ def exclusive_writer(output: str | os.PathLike[str], job: str) -> Iterator[None]
                 raise UserError(f"{output} is being written by another {job} process (pid {_holder(fd)}); "
                                 "wait for it to finish, or write to another file") from None
             except OSError as exc:  # a file system without flock (some network mounts): go on unlocked
-                logging.getLogger("rationalizer").warning("%s: cannot lock (%s); not guarded against a second writer",
-                                                          path, exc.strerror or exc)
+                logger.warning("%s: cannot lock (%s); not guarded against a second writer", path,
+                               exc.strerror or exc)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield

@@ -48,7 +48,7 @@ TINY_CONTROL = {
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A bundle with a tiny random Llama in HF format and two quality codes."""
-    from tiny_model import write_hf_bundle
+    from helpers.tiny_model import write_hf_bundle
 
     return write_hf_bundle(tmp_path_factory.mktemp("tiny") / "bundle", control=TINY_CONTROL)
 

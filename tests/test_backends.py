@@ -23,7 +23,7 @@ QUESTIONS = ["Can a penguin fly?", "Is the sun a star?", "Where is milk kept col
 def tiny_exports(tiny_bundle, tmp_path_factory):
     """The tiny model as GGUF f32 and ONNX fp32 bundles."""
     out = tmp_path_factory.mktemp("exports")
-    run_export(ExportConfig(str(tiny_bundle), str(out), ["f32"], ["fp32"], threads=1), progress=lambda _m: None)
+    run_export(ExportConfig(str(tiny_bundle), str(out), ["f32"], ["fp32"], threads=1))
     return out
 
 
@@ -117,26 +117,7 @@ def test_bench_measures_each_backend_and_peer_against_the_bound(tiny_exports, tm
         assert figures["load_s"] > 0 and figures["peak_rss_mb"] > 0 and figures["latency_s"] > 0
         assert row["bound_tok_s"] > 0
     assert data["bandwidth_gb_s"] > 0
-    assert any(t["target"].startswith("ONNX loop vs optimum") for t in data["targets"])
     assert "| sdk (onnx) |" in result.output
-
-
-def test_targets_compare_against_the_peer_of_the_same_bundle():
-    from rationalizer.bench.suite import BenchRow, targets
-
-    def row(runner, fmt, quant, speed, bound=None):
-        r = BenchRow("b", runner, fmt, quant, "cpu", 100, {"decode_tok_s": speed})
-        r.bound_tok_s = bound
-        return r
-
-    rows = [row("sdk (llamacpp)", "gguf", "q8_0", 96.0, 120.0), row("llama-cpp-python", "gguf", "q8_0", 100.0),
-            row("sdk (onnx)", "onnx", "int8", 60.0), row("optimum", "onnx", "int8", 30.0),
-            row("transformers", "onnx", "fp32", 40.0)]
-    got = {t["target"].split(" (")[0]: (t["value"], t["met"]) for t in targets(rows)}
-    assert got["GGUF decode vs bandwidth bound"] == (0.8, True)
-    assert got["SDK slower than raw llama-cpp-python"] == (0.04, True)
-    assert got["ONNX loop vs optimum generate"] == (2.0, True)
-    assert got["ONNX int8 vs transformers fp32"] == (1.5, False)
 
 
 PAIRS = [("Q: Is the sun a star?\nA: So the answer is", " yes."), ("Q: Is the sun a star?\nA: So the answer is", " no."),

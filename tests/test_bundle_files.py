@@ -75,7 +75,7 @@ def _one_line_error(result) -> str:
 
 @pytest.fixture(scope="module")
 def peft_bundle(tiny_bundle, tmp_path_factory):
-    from tiny_peft import write_peft_bundle
+    from helpers.tiny_peft import write_peft_bundle
 
     return write_peft_bundle(tmp_path_factory.mktemp("peft") / "bundle", tiny_bundle / "hf")
 
@@ -87,7 +87,7 @@ def onnx_bundle(tiny_bundle, tmp_path_factory):
     from rationalizer.export.pipeline import run_export
 
     out = tmp_path_factory.mktemp("onnx")
-    run_export(ExportConfig(str(tiny_bundle), str(out), [], ["fp32"], threads=1), progress=lambda _m: None)
+    run_export(ExportConfig(str(tiny_bundle), str(out), [], ["fp32"], threads=1))
     return out / "onnx-fp32"
 
 

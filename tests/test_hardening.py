@@ -23,7 +23,7 @@ from rationalizer.manifest import MANIFEST_NAME
 @pytest.fixture(scope="module")
 def exports(tiny_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("hardening")
-    run_export(ExportConfig(str(tiny_bundle), str(out), ["q8_0"], ["fp32"], threads=1), progress=lambda _m: None)
+    run_export(ExportConfig(str(tiny_bundle), str(out), ["q8_0"], ["fp32"], threads=1))
     return out
 
 

@@ -29,7 +29,7 @@ def test_builtin_and_user_rewards():
     assert Accuracy().score(samples) == [1.0, 0.0, 0.0]
     assert Diversity().score(samples)[0] == 1.0 and Diversity().score(samples)[1] == pytest.approx(1 / 3 * 1 / 2)
     assert Length(target_words=4).score(samples) == [0.0, 0.0, -1.0]
-    assert UserReward("user_rewards:brevity").score(samples) == [-20.0, -15.0, 0.0]
+    assert UserReward("helpers.user_rewards:brevity").score(samples) == [-20.0, -15.0, 0.0]
     with pytest.raises(Exception, match="unknown reward 'fluency'"):
         build_rewards(["fluency"])
 
@@ -46,7 +46,7 @@ def test_mario_rounds_write_a_control_scheme_the_runtime_offers(tiny_bundle, tmp
             "--samples-per-question", "2", "--questions-per-round", "4", "--steps-per-round", "2", "--batch-size", "4",
             "--max-new-tokens", "8", "--judge", str(tiny_bundle), "--beta", "0.1", "--gamma", "0.01",
             "--reward", "accuracy", "--reward", "diversity", "--reward", "consistency", "--reward", "plausibility",
-            "--reward", "user_rewards:brevity", "--correctness-code"]
+            "--reward", "helpers.user_rewards:brevity", "--correctness-code"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -99,7 +99,7 @@ def tiny_exports(tiny_bundle, tmp_path_factory):
     from rationalizer.export.pipeline import run_export
 
     out = tmp_path_factory.mktemp("boundary") / "out"
-    run_export(ExportConfig(str(tiny_bundle), str(out), ["f32"], ["fp32"], threads=1), progress=lambda _m: None)
+    run_export(ExportConfig(str(tiny_bundle), str(out), ["f32"], ["fp32"], threads=1))
     return out
 
 

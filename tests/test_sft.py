@@ -166,13 +166,13 @@ def test_two_cpu_processes_with_gloo(tiny_bundle, tmp_path):
 def test_default_base_is_rebuilt_from_the_gguf_and_checked():
     from rationalizer.training.base_student import build_default_base, check_against_gguf
 
-    path = build_default_base(progress=lambda m: None)
+    path = build_default_base()
     assert (path / "model.safetensors").exists() and json.loads((path / "config.json").read_text())["rope_theta"]
     from rationalizer import Bundle
 
     check = check_against_gguf(path, Bundle.load().main_file("gguf"))
     assert check.top1_agreement == 1.0 and check.max_abs_logprob_diff < 0.5
-    assert build_default_base(progress=lambda m: None) == path  # cached
+    assert build_default_base() == path  # cached
 
 
 def test_per_file_limits_and_one_rationale_per_question(tmp_path):

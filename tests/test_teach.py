@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_jsonl
-from fake_openai import FaultyTeacherServer
+from helpers.fake_openai import FaultyTeacherServer
 from rationalizer.cli.main import cli
 from rationalizer.dataset import Example
 from rationalizer.training.teachers import TeachConfig, TeacherRequest, load_teacher, wrong_answer

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_jsonl
-from fake_openai import FaultyTeacherServer
+from helpers.fake_openai import FaultyTeacherServer
 from rationalizer.backends import cpu_load
 from rationalizer.backends.base import default_threads
 from rationalizer.cli.main import cli

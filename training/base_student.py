@@ -12,14 +12,15 @@ still flagged as GGUF-quantized.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 from rationalizer import Bundle, base_model
 from rationalizer.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 CHECK_PROMPTS = (
     "<|im_start|>user\nCan a penguin fly?<|im_end|>\n<|im_start|>assistant\n",
@@ -37,7 +38,7 @@ class LogitCheck:
     """Largest |log p_hf - log p_gguf| over the 20 most likely tokens of each prompt."""
 
 
-def build_default_base(progress: Callable[[str], None] = print, check: bool = True) -> Path:
+def build_default_base(check: bool = True) -> Path:
     """Build (once) and return the default base HF checkpoint where :mod:`rationalizer.base_model` says it
     lies; later calls return the cached one."""
     target = base_model.default_checkpoint()
@@ -49,7 +50,7 @@ def build_default_base(progress: Callable[[str], None] = print, check: bool = Tr
     bundle = Bundle.load(base_model.SOURCE_BUNDLE)
     bundle.verify("gguf")
     gguf = bundle.main_file("gguf")
-    progress(f"building the default base checkpoint from {gguf.name} (once; cached in {target.parent})")
+    logger.info("building the default base checkpoint from %s (once; cached in %s)", gguf.name, target.parent)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                      local_files_only=True)
@@ -72,8 +73,8 @@ def build_default_base(progress: Callable[[str], None] = print, check: bool = Tr
         tokenizer.save_pretrained(tmp)
         if check:
             result = check_against_gguf(tmp, gguf)
-            progress(f"checked against llama.cpp: top-1 agreement {result.top1_agreement:.2f}, "
-                     f"max |Δ log p| {result.max_abs_logprob_diff:.3f}")
+            logger.info("checked against llama.cpp: top-1 agreement %.2f, max |Δ log p| %.3f",
+                        result.top1_agreement, result.max_abs_logprob_diff)
             if result.top1_agreement < 1.0 or result.max_abs_logprob_diff > 0.5:
                 raise UserError(f"the rebuilt checkpoint does not match the GGUF ({result}); not cached")
         try:
@@ -120,9 +121,9 @@ def check_against_gguf(hf_path: Path, gguf: Path, prompts: tuple[str, ...] = CHE
     return LogitCheck(agree / len(prompts), worst)
 
 
-def resolve_or_build(spec: str, progress: Callable[[str], None] = print) -> Path:
+def resolve_or_build(spec: str) -> Path:
     """:func:`rationalizer.base_model.resolve`, building the default base first when ``spec`` names it
     (training and export may take a minute to build it; loading a model never builds anything)."""
     if spec == base_model.DEFAULT:
-        build_default_base(progress)
+        build_default_base()
     return base_model.resolve(spec)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from rationalizer.progress import Progress, or_silent
+
 from .batches import batch_order, collate, weighted_loss
 from .packing import pack, packed_loss, target_logits
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 def _log(path: Path, row: dict[str, Any]) -> None:
@@ -63,9 +68,12 @@ def _shown(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def run_training(accelerator, student, items, config, out: Path, resume: bool, progress: Callable | None,
-                 evaluate: Callable[[], dict[str, float]] | None, extra_loss: Callable | None = None) -> dict[str, Any]:
+def run_training(accelerator, student, items, config, out: Path, resume: bool, progress: Progress | None,
+                 evaluate: Callable[[], dict[str, float]] | None, extra_loss: Callable | None = None,
+                 label: str = "train") -> dict[str, Any]:
     """Train ``student.model`` on ``items``; returns step counts, timing and the best dev figures.
+
+    ``progress`` counts the optimizer steps under ``label``, with the loss and trained tokens/s of each.
 
     With ``config.packing`` each batch is one padding-free packed row and logits are computed at its
     target positions only (:mod:`.packing`); otherwise a padded batch with logits everywhere.
@@ -102,14 +110,19 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
         if accelerator.is_main_process:
             # the log goes on from the checkpoint's step: rows of the steps to be redone go
             rewind_log(log, lambda row: isinstance(row.get("step"), int) and row["step"] <= state["step"])
-            print(f"resumed from {found.name}")
+            logger.info("resumed from %s", found.name)
     elif accelerator.is_main_process and log.exists():
         log.unlink()
     pad = student.tokenizer.pad_token_id
     if evaluate is not None and found is None and accelerator.is_main_process:
         before = evaluate()  # the starting point, so every run reports before and after
         _log(log, {"kind": "eval", "step": 0, **before})
-        print(f"step 0: dev loss {_shown(before['dev_loss'], 4)}, dev accuracy {_shown(before['dev_accuracy'], 3)}")
+        logger.info("step 0: dev loss %s, dev accuracy %s", _shown(before["dev_loss"], 4),
+                    _shown(before["dev_accuracy"], 3))
+    progress = or_silent(progress)
+    progress.start(total, label)
+    if state["step"]:
+        progress.update(state["step"])  # the steps the checkpoint already holds
     started = time.perf_counter() - state["wall_time_s"]
     model.train()
     stop = state["step"] >= total
@@ -138,8 +151,7 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
                    "tokens_per_s": state["trained_tokens"] / max(state["wall_time_s"], 1e-9)}
             if accelerator.is_main_process:
                 _log(log, row)
-            if progress:
-                progress({**row, "total": total})
+            progress.update(1, loss=row["loss"], tokens_per_s=row["tokens_per_s"])
             stop = state["step"] >= total
             if evaluate is not None and (state["step"] % config.eval_every == 0 or stop):
                 stop = _evaluate(accelerator, evaluate, state, config, out, log, model) or stop
@@ -168,8 +180,8 @@ def _evaluate(accelerator, evaluate, state, config, out: Path, log: Path, model)
 
     metrics = evaluate()
     _log(log, {"kind": "eval", "step": state["step"], **metrics})
-    print(f"step {state['step']}: dev loss {_shown(metrics['dev_loss'], 4)}, "
-          f"dev accuracy {_shown(metrics['dev_accuracy'], 3)}")
+    logger.info("step %d: dev loss %s, dev accuracy %s", state["step"], _shown(metrics["dev_loss"], 4),
+                _shown(metrics["dev_accuracy"], 3))
     if metrics["dev_accuracy"] is None:  # nothing to choose the best adapter or stop early by
         return False
     if state["best_dev_accuracy"] is None or metrics["dev_accuracy"] > state["best_dev_accuracy"]:

@@ -12,10 +12,11 @@ edges, code text, best levels) that ``Rationalizer.rationalize(quality=...)`` of
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rationalizer import Bundle, base_model
 from rationalizer.atomic import atomic_write_text
@@ -23,6 +24,7 @@ from rationalizer.config_file import save_config
 from rationalizer.dataset import Example
 from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
 from rationalizer.metrics import answers_match
+from rationalizer.progress import Progress
 from rationalizer.prompting import parse_answer, render_codes
 
 from .batches import left_padded
@@ -34,6 +36,8 @@ from .config import MarioConfig
 from .items import IGNORE, build_items
 from .rewards import Reward, Sample, build_rewards
 from .sft import Student, training_examples
+
+logger = logging.getLogger(__name__)
 
 CORRECT = "correct"
 
@@ -127,9 +131,11 @@ def control_scheme(rewards: list[Reward], scores: list[dict[str, float]], bins: 
     return scheme
 
 
-def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | None = None,
-                say: Callable[[str], None] = print) -> Path:
-    """Run the rounds and write the bundle to ``config.out``."""
+def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | None = None) -> Path:
+    """Run the rounds and write the bundle to ``config.out``.
+
+    ``progress`` counts each round's optimizer steps anew; messages go to this module's logger.
+    """
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -145,7 +151,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
     student, reference = load_policy(config.sft)
     device = Accelerator(cpu=config.device == "cpu").device
     precision, why = choose_precision(config.precision, device.type)
-    say(f"precision: {precision} ({why})")
+    logger.info("precision: %s (%s)", precision, why)
     autocast = autocast_factory(precision, device.type)
     packed = config.packing
     cached: list[ReferenceTopK | None] = [None]  # this round's reference distribution
@@ -167,7 +173,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         pool = [Sample(Example(**row["example"]), row["rationale"], row["answer"], row["source"])
                 for row in map(json.loads, (out / "pool.jsonl").read_text().splitlines())]
         rewind_log(log, lambda row: row.get("round", 0) <= done_rounds)  # rows of the round that was cut off
-        say(f"resumed after round {done_rounds}")
+        logger.info("resumed after round %d", done_rounds)
     elif log.exists():
         log.unlink()
     scheme = ControlScheme()
@@ -216,7 +222,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
         new_scores = scores[len(pool) - len(fresh):]
         means = {r.name: sum(s[r.name] for s in new_scores) / max(len(new_scores), 1) for r in rewards}
         _log(log, {"kind": "round", "round": round_no, "rewards": means, "pool": len(pool)})
-        say(f"round {round_no}: policy reward means " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
+        logger.info("round %d: policy reward means %s", round_no, ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
         usable = [(s, sc) for s, sc in zip(pool, scores) if s.answer is not None and s.rationale.strip()]
         scheme = control_scheme(rewards, [sc for _, sc in usable], config.bins, config.correctness_code)
         levels = {r.name: rank_levels([sc[r.name] for _, sc in usable], config.bins) for r in rewards}
@@ -234,7 +240,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Callable | 
                                   mixed_precision="bf16" if precision == "bf16" else "no",
                                   cpu=config.device == "cpu")
         run_training(accelerator, student, items, round_config, Path(round_config.out), resume, progress, None,
-                     extra_loss=kl_entropy)
+                     extra_loss=kl_entropy, label=f"mario round {round_no}")
         offset = (round_no - 1) * config.steps_per_round
         for line in (Path(round_config.out) / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)

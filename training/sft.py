@@ -10,19 +10,21 @@ adapter is kept and early stopping watches dev accuracy. Checkpoints every
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rationalizer.atomic import atomic_write_text
 from rationalizer.config_file import save_config
 from rationalizer.dataset import Example
+from rationalizer.progress import Progress
 
 from .config import SFTConfig
 from .precision import choose_precision
 from .items import TrainItem, build_items, template_for
 
-Progress = Callable[[dict[str, Any]], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Student:
     base: str
 
 
-def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> Student:
+def load_student(config: SFTConfig) -> Student:
     """Base model (fp32 master weights) with a fresh LoRA adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -43,7 +45,7 @@ def load_student(config: SFTConfig, progress: Callable[[str], None] = print) -> 
 
     from .base_student import resolve_or_build
 
-    path = resolve_or_build(config.base, progress)
+    path = resolve_or_build(config.base)
     # local files only: nothing is downloaded at run time, and a missing base must not look like a network error
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
@@ -134,9 +136,11 @@ def evaluate_dev(student: Student, dev_items: list[TrainItem], dev_examples: lis
             "dev_unparseable": metrics["unparseable_rate"]["value"] if sample else None}
 
 
-def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None = None,
-              say: Callable[[str], None] = print) -> Path:
-    """Train, and write the bundle to ``config.out``; returns the bundle folder."""
+def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None = None) -> Path:
+    """Train, and write the bundle to ``config.out``; returns the bundle folder.
+
+    ``progress`` counts the optimizer steps (with loss and trained tokens/s); messages go to this module's logger.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -149,10 +153,10 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
                               mixed_precision="bf16" if precision == "bf16" else "no",
                               cpu=config.device == "cpu")
     set_seed(config.seed)
-    student = load_student(config, say if accelerator.is_main_process else (lambda _: None))
+    student = load_student(config)
     if accelerator.is_main_process:
-        say(f"precision: {precision} ({why}); " + ("packed batches, logits at target positions only"
-                                                     if config.packing else "padded batches"))
+        logger.info("precision: %s (%s); %s", precision, why,
+                    "packed batches, logits at target positions only" if config.packing else "padded batches")
     examples = training_examples(config)
     items, stats = build_items(examples, student.tokenizer, student.template, config.objective,
                                config.multitask_alpha, config.counterfactual_alpha, config.max_length)
@@ -164,18 +168,19 @@ def train_sft(config: SFTConfig, resume: bool = False, progress: Progress | None
     dev_items = build_items(dev_examples[: config.eval_samples], student.tokenizer, student.template,
                             config.objective, max_length=config.max_length)[0] if dev_examples else []
     if dev_examples and not dev_items and not any(e.kind == "factual" for e in dev_examples):
-        say(f"{config.dev}: no row gives a dev loss (none has a rationale) or accuracy (none is factual); "
-            "training without evaluation")
+        logger.warning("%s: no row gives a dev loss (none has a rationale) or accuracy (none is factual); "
+                       "training without evaluation", config.dev)
         dev_examples = []
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train_config.json")
-        say(f"{len(items)} training sequences {stats.tasks}; dropped {stats.too_long} too long, "
-            f"{stats.no_rationale} without rationale")
+        logger.info("%d training sequences %s; dropped %d too long, %d without rationale", len(items), stats.tasks,
+                    stats.too_long, stats.no_rationale)
     from .loop import run_training
 
     result = run_training(accelerator, student, items, config, out, resume, progress,
-                          evaluate=(lambda: evaluate_dev(student, dev_items, dev_examples, config, out)) if dev_examples else None)
+                          evaluate=(lambda: evaluate_dev(student, dev_items, dev_examples, config, out)) if dev_examples else None,
+                          label="sft")
     if accelerator.is_main_process:
         from .bundle_out import write_bundle
         from .plots import plot_metrics

@@ -43,7 +43,7 @@ def main() -> None:
                              precision=precision, packing=packing, device="cpu")
             start = time.perf_counter()
             AcceleratorState._reset_state(True)  # each run sets its own mixed precision in this process
-            train_sft(config, say=lambda m: None)
+            train_sft(config)
             evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             last = [row for row in evals if row.get("kind") == "eval"][-1]
             losses[label] = (last["step"], last["dev_loss"], time.perf_counter() - start)

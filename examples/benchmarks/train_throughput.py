@@ -75,7 +75,7 @@ def main() -> None:
                                batch_size=args.batch_size, learning_rate=2e-4, max_length=320,
                                checkpoint_every=10**6, device="cpu", lora=LoraSettings(**lora), **settings)
             AcceleratorState._reset_state(True)  # each run sets its own mixed precision in this process
-            train_sft(config, say=lambda m: None)
+            train_sft(config)
             rows.append((label, json.loads((out / "train_result.json").read_text())["wall_time_s"]))
 
         eos = tokenizer.eos_token

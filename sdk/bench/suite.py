@@ -10,11 +10,12 @@ export, when it is on disk). Each measurement runs in its own process.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import base_model
 from ..backends import REGISTRY, backend_class
@@ -22,8 +23,11 @@ from ..backends.base import default_threads
 from ..bundle import BASE_BUNDLE_DIR, EMBEDDED, Bundle
 from ..errors import UserError
 from ..manifest import MANIFEST_NAME
+from ..progress import Progress, or_silent
 from .bandwidth import bound_tokens_per_s, read_bandwidth_gb_s
 from .config import BenchConfig
+
+logger = logging.getLogger(__name__)
 
 WEIGHT_ROLES = ("model", "data", "adapter")
 
@@ -89,15 +93,14 @@ def _hf_source(bundle: Bundle) -> str | None:
     return str(origin.main_file("hf").parent) if "hf" in origin.formats() else None
 
 
-def _jobs(plan: BenchConfig, bundles: list[str | None],
-          say: Callable[[str], None]) -> list[tuple[BenchRow, dict[str, Any]]]:
+def _jobs(plan: BenchConfig, bundles: list[str | None]) -> list[tuple[BenchRow, dict[str, Any]]]:
     jobs = []
     threads = plan.threads or default_threads()
     gpu_backends = [n for n in REGISTRY if _gpu(n)]
     devices = [d for d in plan.devices if d == "cpu" or gpu_backends]
     if "cuda" in plan.devices and not gpu_backends:
-        say("no GPU usable here (torch sees no CUDA device, llama.cpp has no GPU offload, onnxruntime has no "
-            "CUDAExecutionProvider): the CUDA paths are skipped")
+        logger.warning("no GPU usable here (torch sees no CUDA device, llama.cpp has no GPU offload, onnxruntime "
+                       "has no CUDAExecutionProvider): the CUDA paths are skipped")
     for path in bundles:
         bundle = Bundle.load(path)
         label = path or "default"
@@ -123,7 +126,7 @@ def _jobs(plan: BenchConfig, bundles: list[str | None],
                 if peer == "transformers":
                     hf_dir = _hf_source(bundle)
                     if hf_dir is None:
-                        say(f"{label}: no fp32 HF weights on disk for the transformers peer; skipped")
+                        logger.warning("%s: no fp32 HF weights on disk for the transformers peer; skipped", label)
                         continue
                     spec["hf_dir"] = hf_dir
                     peer_size = sum(p.stat().st_size for p in Path(hf_dir).glob("*.safetensors"))
@@ -146,63 +149,38 @@ def _peer_gpu(peer: str) -> bool:
     return _gpu({"llama-cpp-python": "llamacpp", "optimum": "onnx", "transformers": "torch"}[peer])
 
 
-def run_bench(plan: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure the bandwidth bound, then every job in its own process; returns rows and target checks."""
+def run_bench(plan: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure the bandwidth bound, then every job in its own process; returns the settings and the rows.
+
+    ``progress`` counts the jobs; messages (each job as it starts, failures) go to this module's logger.
+    """
+    progress = or_silent(progress)
     bundles = find_bundles(plan.bundles)  # a bad path fails before the bandwidth is measured
     threads = plan.threads or default_threads()
-    say(f"measuring memory read bandwidth with {threads} threads")
+    logger.info("measuring memory read bandwidth with %d threads", threads)
     bandwidth = read_bandwidth_gb_s(threads)
     rows = []
-    for row, spec in _jobs(plan, bundles, say):
-        say(f"{row.bundle}: {row.runner} on {row.device} ({row.format} {row.quantization})")
+    jobs = _jobs(plan, bundles)
+    progress.start(len(jobs), "bench")
+    for row, spec in jobs:
+        logger.info("%s: %s on %s (%s %s)", row.bundle, row.runner, row.device, row.format, row.quantization)
         proc = subprocess.run([sys.executable, "-m", "rationalizer.bench.worker", json.dumps(spec)],
                               capture_output=True, text=True, timeout=plan.timeout_s)
         if proc.returncode != 0:
             row.error = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-            say(f"  failed: {row.error}")
+            logger.warning("  failed: %s", row.error)
         else:
             row.figures = json.loads(proc.stdout.strip().splitlines()[-1])
         if row.device == "cpu":  # the bandwidth measured is the CPU's
             row.bound_tok_s = bound_tokens_per_s(bandwidth, row.weight_bytes)
         rows.append(row)
+        progress.update()
     return {"bandwidth_gb_s": bandwidth, "threads": threads, "tokens": plan.tokens, "reps": plan.reps,
-            "rows": [dict(asdict(r), bound_fraction=r.bound_fraction) for r in rows],
-            "targets": targets(rows)}
-
-
-def targets(rows: list[BenchRow]) -> list[dict[str, Any]]:
-    """The issue's targets, each with the measured value and whether it is met."""
-    out = []
-
-    def speed(r: BenchRow) -> float:
-        return float(r.figures.get("decode_tok_s") or 0.0)
-
-    for r in rows:
-        key = (r.bundle, r.format, r.device)
-        peers = {p.runner: p for p in rows if (p.bundle, p.format, p.device) == key and p.figures}
-        if not r.figures or not r.runner.startswith("sdk"):
-            continue
-        where = f"{r.bundle} {r.format} {r.quantization} {r.device}"
-        if r.format == "gguf" and r.bound_fraction is not None:
-            out.append(_target(f"GGUF decode vs bandwidth bound ({where})", r.bound_fraction, ">=", 0.70))
-        if r.format == "gguf" and "llama-cpp-python" in peers:
-            raw = speed(peers["llama-cpp-python"])
-            out.append(_target(f"SDK slower than raw llama-cpp-python ({where})", 1 - speed(r) / raw, "<=", 0.05))
-        if r.format == "onnx" and "optimum" in peers:
-            out.append(_target(f"ONNX loop vs optimum generate ({where})", speed(r) / speed(peers["optimum"]), ">=", 1.5))
-        if r.format == "onnx" and r.quantization.startswith("int8") and "transformers" in peers:
-            ratio = speed(r) / speed(peers["transformers"])
-            out.append(_target(f"ONNX {r.quantization} vs transformers fp32 ({where})", ratio, ">=", 2.0))
-    return out
-
-
-def _target(name: str, value: float, op: str, goal: float) -> dict[str, Any]:
-    met = value >= goal if op == ">=" else value <= goal
-    return {"target": name, "value": round(value, 3), "goal": f"{op} {goal}", "met": met}
+            "rows": [dict(asdict(r), bound_fraction=r.bound_fraction) for r in rows]}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The rows and targets as Markdown tables."""
+    """The settings and the rows as a Markdown table."""
     lines = [f"memory read bandwidth: {result['bandwidth_gb_s']:.1f} GB/s ({result['threads']} threads); "
              f"decode over up to {result['tokens']} tokens, median of {result['reps']}", "",
              "| bundle | runner | format | quant | device | MB | load s | TTFT s | decode tok/s | bound tok/s | "
@@ -218,8 +196,4 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['bundle']} | {r['runner']} | {r['format']} | {r['quantization']} | {r['device']} | "
                      f"{r['weight_bytes'] / 1e6:.0f} | {f['load_s']:.2f} | {f['ttft_s']:.3f} | {f['decode_tok_s']:.1f} | "
                      f"{bound} | {share} | {f['latency_s']:.2f} | {f['peak_rss_mb']:.0f} |")
-    if result["targets"]:
-        lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
-        lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else 'NO'} |"
-                  for t in result["targets"]]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from .. import base_model
 from ..backends import Backend, choose_backend
 from ..bundle import Bundle
 from ..manifest import PromptTemplate
@@ -41,7 +42,7 @@ def load_judge(spec: str = "default", threads: int | None = None, device: str = 
     weights are verified, and the backend opens them for scoring (:meth:`Backend.open_judge`); a GGUF
     LoRA bundle scores with its adapter applied.
     """
-    bundle = Bundle.load("base" if spec == "default" else spec)
+    bundle = Bundle.load(base_model.SOURCE_BUNDLE if spec == base_model.DEFAULT else spec)
     backend_cls, fmt, concrete_device = choose_backend(bundle, "auto", device)
     bundle.verify(fmt)
     backend = backend_cls.open_judge(bundle, fmt, concrete_device, threads)

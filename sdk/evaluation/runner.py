@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..dataset import Example
 from ..errors import InputError
 from ..manifest import ANSWER_MARKER
 from ..metrics import answers_match, consistency, diversity, perturb_words
 from ..metrics.text import words
+from ..progress import Progress, or_silent
 from ..prompting import Quality, build_prompt
 from ..runtime import Rationalizer
 from .config import EvalConfig
@@ -36,9 +37,10 @@ def _example_seed(seed: int, example_id: str) -> int:
 def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, judges: Judges,
              quality: Quality = "best", label: str | None = None,
              counterfactuals: dict[str, Example] | None = None,
-             progress: Callable[[int], None] | None = None, *, lines: Sequence[int] | None = None,
+             progress: Progress | None = None, *, lines: Sequence[int] | None = None,
              store: RecordStore | None = None, skipped: Sequence[str] = ()) -> EvalRun:
-    """Answer every example greedily and measure it; ``progress(n)`` is called as examples are done.
+    """Answer every example greedily and measure it; ``progress`` counts the examples as they are done
+    (a count its caller started: those already in ``store`` first).
 
     With a ``store``, each record is appended to it as soon as it is made, and the records it
     already holds (from an interrupted run with the same arguments) are kept, not made again. A
@@ -47,6 +49,7 @@ def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, j
     file and ``skipped`` the rows left out as invalid; both are reported.
     """
     label = label or model.name
+    progress = or_silent(progress)
     vocabulary = sorted({w for e in examples for w in words(e.rationale or e.question) if w.isalpha()})
     done = store.open() if store is not None else {}
     records: list[dict[str, Any] | None] = []
@@ -59,8 +62,8 @@ def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, j
             else:
                 records.append(None)
                 todo.append(i)
-        if progress and len(todo) < len(examples):
-            progress(len(examples) - len(todo))
+        if len(todo) < len(examples):
+            progress.update(len(examples) - len(todo))
         for i in todo:
             start = time.perf_counter()
             record = _one(model, examples[i], config, judges, quality, vocabulary, counterfactuals or {})
@@ -70,8 +73,7 @@ def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, j
             if store is not None:
                 store.append(record)
             records[i] = record
-            if progress:
-                progress(1)
+            progress.update()
     finally:
         if store is not None:
             store.close()

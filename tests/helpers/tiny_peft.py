@@ -62,7 +62,7 @@ def build_tiny_sentencepiece_llama(folder: Path, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from tiny_model import CORPUS
+    from helpers.tiny_model import CORPUS
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
