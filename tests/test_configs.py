@@ -88,7 +88,7 @@ def test_mario_shares_the_trainer_base_without_the_fields_it_ignores():
 
 def test_flags_are_generated_from_the_fields_and_override_the_file(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("rationalizer.cli.train._run", lambda trainer, config, resume, label: seen.update(c=config))
+    monkeypatch.setattr("rationalizer.cli.train._run", lambda trainer, config, resume: seen.update(c=config))
     path = tmp_path / "c.json"
     path.write_text(json.dumps({**TRAIN, "sft": "s", "rewards": ["accuracy"], "bins": 3, "lora": {"r": 4}}))
     result = CliRunner().invoke(cli, ["train", "mario", "--config", str(path), "--reward", "diversity", "--reward",
