@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import reprlib
 import stat
 import string
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +21,13 @@ from typing import Any
 from .atomic import atomic_write_text
 from .dataclass_json import DataclassValueError, from_dict, to_dict
 from .errors import BundleError
+from .manifest_json import key_text, read_json_object, short
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "rationalizer.json"
 KNOWN_FORMATS = ("gguf", "onnx", "hf", "peft")
 PARSER_STRATEGIES = ("marker", "leading", "mention")
 MAX_MANIFEST_BYTES = 16 << 20
-MAX_DEPTH = 64
-"""Deepest nesting of JSON objects and lists a manifest may have (a real one has under 10 levels)."""
 MAX_CONTEXT = 1 << 20
 """Largest ``generation.context_length`` accepted; each backend also checks its model's own limit at load."""
 MAX_QUESTION_CHARS = 1_000_000
@@ -164,14 +161,11 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> "Manifest":
         """Parse and validate manifest JSON; ``source`` names the file in errors."""
-        data = _parse_json(text, source)
-        if not isinstance(data, dict):
-            raise BundleError(f"{source}: expected a JSON object")
-        _check_tree(data, source)
+        data = read_json_object(text, source)
         version = data.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise BundleError(
-                f"{source}: manifest format version {_short(version)} is not supported "
+                f"{source}: manifest format version {short(version)} is not supported "
                 f"(this rationalizer reads version {FORMAT_VERSION}; upgrade rationalizer or re-export the bundle)"
             )
         try:
@@ -207,100 +201,6 @@ class Manifest:
         return [r.name for r in self.control.rewards]
 
 
-class _RepeatedKey(ValueError):
-    """A JSON object names one key twice (raised from inside ``json.loads``)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` that refuses repeated keys: ``json`` keeps the last one silently, so
-    a manifest with two ``files`` entries would read one way here and another way elsewhere."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _RepeatedKey(key)
-        out[key] = value
-    return out
-
-
-def _parse_json(text: str, source: str) -> Any:
-    """``json.loads`` with every way it can fail turned into one :class:`BundleError` line."""
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except _RepeatedKey as exc:
-        raise BundleError(f"{source}: key {_short(exc.args[0])} appears twice in one object") from None
-    except RecursionError:
-        raise BundleError(f"{source}: JSON nested too deeply (at most {MAX_DEPTH} levels)") from None
-    except ValueError as exc:  # an integer longer than Python's int-conversion limit
-        if "integer string conversion" in str(exc):
-            raise BundleError(f"{source}: a number has more than {sys.get_int_max_str_digits()} digits") from None
-        raise BundleError(f"{source}: not valid JSON ({_short(str(exc))})") from None
-
-
-def _check_tree(data: Any, source: str) -> None:
-    """Refuse nesting deeper than :data:`MAX_DEPTH` and text that is not valid Unicode (a lone
-    surrogate from ``"\\ud800"`` cannot be printed, encoded for a tokenizer, or used in a path)."""
-    if _tree_is_sound(data):
-        return
-    # a second, slower walk that keeps each value's location, to name it
-    stack: list[tuple[Any, str, int]] = [(data, "manifest", 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise BundleError(f"{source}: JSON nested too deeply (at most {MAX_DEPTH} levels)")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key, f"{where} key", source)
-                stack.append((item, f"{where}.{_key_text(key)}", depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
-        elif isinstance(value, str):
-            _check_text(value, where, source)
-
-
-def _tree_is_sound(data: Any) -> bool:
-    """Whether :func:`_check_tree` would pass, found without building locations (the common case)."""
-    stack: list[tuple[Any, int]] = [(data, 0)]
-    try:
-        while stack:
-            value, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                return False
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    key.encode("utf-8")
-                    stack.append((item, depth + 1))
-            elif isinstance(value, list):
-                stack.extend((item, depth + 1) for item in value)
-            elif isinstance(value, str):
-                value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_text(text: str, where: str, source: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BundleError(f"{source}: {where}: not valid Unicode text (lone surrogate "
-                          f"{text[exc.start]!r} at character {exc.start})") from None
-
-
-def _key_text(key: str) -> str:
-    """A key as a message shows it: as it is when short and printable, else as a short repr."""
-    return key if key.isprintable() and len(key) <= 40 else _short(key)
-
-
-def _short(value: Any) -> str:
-    """A bounded one-line repr of a value read from the file, for messages."""
-    try:
-        return reprlib.repr(value)
-    except ValueError:  # an integer past Python's int-to-text limit (4,300 digits) has no repr
-        return f"<integer of about {int(value.bit_length() * 0.30103)} digits>"
-
-
 def check_template(fmt: str, label: str, source: str = MANIFEST_NAME) -> set[str]:
     """Check one format string of a manifest (``label`` as in :data:`TEMPLATE_FIELDS`, e.g. ``prompt.user``)
     and return the placeholders it uses.
@@ -319,7 +219,7 @@ def check_template(fmt: str, label: str, source: str = MANIFEST_NAME) -> set[str
             continue
         if name not in allowed or spec or conversion:
             shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise BundleError(f"{source}: {label}: placeholder {_short(shown)} is not allowed (allowed: "
+            raise BundleError(f"{source}: {label}: placeholder {short(shown)} is not allowed (allowed: "
                               f"{', '.join('{' + a + '}' for a in allowed)}; write a literal brace as {{{{ or }}}})")
         used.add(name)
     return used
@@ -327,7 +227,7 @@ def check_template(fmt: str, label: str, source: str = MANIFEST_NAME) -> set[str
 
 def _check_range(value: int, low: int, high: int, label: str, source: str) -> None:
     if not low <= value <= high:
-        raise BundleError(f"{source}: {label} is {_short(value)}; it must be in {low}..{high}")
+        raise BundleError(f"{source}: {label} is {short(value)}; it must be in {low}..{high}")
 
 
 def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
@@ -343,7 +243,7 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
                 raise BundleError(f"{source}: {wf.path}: sha256 must be 64 lowercase hex digits")
             _check_range(wf.size, 0, MAX_FILE_SIZE, f"{wf.path}: size", source)
             if wf.package is not None and not _PACKAGE_NAME.fullmatch(wf.package):
-                raise BundleError(f"{source}: {wf.path}: {_short(wf.package)} is not a package name")
+                raise BundleError(f"{source}: {wf.path}: {short(wf.package)} is not a package name")
     prompt = manifest.prompt
     templates = {"prompt.chat": prompt.chat, "prompt.user": prompt.user, "prompt.choices_block": prompt.choices_block,
                  "prompt.choice_item": prompt.choice_item, "control.code_format": manifest.control.code_format}
@@ -357,7 +257,7 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
         raise BundleError(f"{source}: parser.marker must not be empty")
     unknown = [s for s in manifest.parser.strategies if s not in PARSER_STRATEGIES]
     if unknown:
-        raise BundleError(f"{source}: unknown parser strategy {_short(unknown[0])} "
+        raise BundleError(f"{source}: unknown parser strategy {short(unknown[0])} "
                           f"(known: {', '.join(PARSER_STRATEGIES)})")
     control = manifest.control
     names = [r.name for r in control.rewards]
@@ -368,7 +268,7 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
         # a name is typed in `--quality name=level,...`: it cannot hold that text's separators
         if (not 0 < len(r.name) <= 64 or any(c in r.name for c in ",=") or not r.name.isprintable()
                 or r.name != r.name.strip()):
-            raise BundleError(f"{source}: reward name {_short(r.name)} must be printable text of 1 to 64 characters "
+            raise BundleError(f"{source}: reward name {short(r.name)} must be printable text of 1 to 64 characters "
                               "without ',' or '=' or surrounding spaces")
         if r.levels < 1:
             raise BundleError(f"{source}: reward {r.name!r} needs at least one level")
@@ -378,13 +278,13 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
                 raise BundleError(f"{source}: reward {r.name!r} has {r.levels} levels but {len(r.bin_edges)} bin edges")
             if not all(math.isfinite(e) for e in r.bin_edges) or r.bin_edges != sorted(r.bin_edges):
                 raise BundleError(f"{source}: reward {r.name!r}: bin_edges must be finite numbers in increasing order")
-    presets = [(f"presets.{_key_text(k)}", v) for k, v in control.presets.items()]
+    presets = [(f"presets.{key_text(k)}", v) for k, v in control.presets.items()]
     for label, selection in [("default", control.default), *presets]:
         for name, level in selection.items():
             if name not in levels:
-                raise BundleError(f"{source}: control.{label} names unknown reward {_short(name)}")
+                raise BundleError(f"{source}: control.{label} names unknown reward {short(name)}")
             if not 1 <= level <= levels[name]:
-                raise BundleError(f"{source}: control.{label}: {name}={_short(level)} is outside 1..{levels[name]}")
+                raise BundleError(f"{source}: control.{label}: {name}={short(level)} is outside 1..{levels[name]}")
     generation = manifest.generation
     if generation.max_new_tokens < 1 or generation.context_length < 16:
         raise BundleError(f"{source}: generation limits are too small")
@@ -396,7 +296,7 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
 def _check_relative_path(path: str, source: str) -> None:
     """Refuse file names that could point outside the bundle (absolute, ``..``, drive letters)."""
     if not path.isprintable():  # NUL makes os calls raise ValueError; a line break splits the message
-        raise BundleError(f"{source}: file path {_short(path)} holds control characters")
+        raise BundleError(f"{source}: file path {short(path)} holds control characters")
     parts = path.replace("\\", "/").split("/")
     if not path or path.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or "" in parts:
         raise BundleError(f"{source}: file path {path!r} leaves the bundle folder or is not a plain relative path")
