@@ -51,7 +51,7 @@ class Check:
 def check_prompts(manifest: Manifest) -> list[str]:
     """The verification prompts, rendered with the bundle's template and its best control codes."""
     codes = render_codes(manifest.control, resolve_quality(manifest.control, "best"))
-    return [build_prompt(manifest.prompt, q, c, codes) for q, c in QUESTIONS]
+    return [build_prompt(manifest.prompt, q, c, codes, manifest.control.placement) for q, c in QUESTIONS]
 
 
 @dataclass
@@ -147,8 +147,11 @@ def check_gguf(ref: Reference, prompts: list[str], model: Path, adapter: Path | 
     """Compare a GGUF file (optionally with a GGUF LoRA adapter) in llama.cpp against the reference."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(model), lora_path=str(adapter) if adapter else None, n_ctx=512, logits_all=True,
-                          n_threads=None, verbose=False)
+    from rationalizer.backends.llamacpp import plain_cpu_buffers
+
+    with plain_cpu_buffers():
+        llm = llama_cpp.Llama(model_path=str(model), lora_path=str(adapter) if adapter else None, n_ctx=512,
+                              logits_all=True, n_threads=None, verbose=False)
     try:
         ids = [llm.tokenize(p.encode("utf-8"), add_bos=True, special=True) for p in prompts]
 

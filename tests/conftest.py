@@ -90,8 +90,8 @@ def llama_server():
     port = _free_port()
     gguf = Bundle.load().main_file("gguf")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "1024", "--model_alias", "smol"],
+        [sys.executable, "-m", "rationalizer.backends.llama_server", "--model", str(gguf), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "1024", "--model_alias", "smol"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/v1"
@@ -103,7 +103,7 @@ def llama_server():
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start")
+                    raise RuntimeError("llama.cpp's server did not start")
                 time.sleep(0.3)
         yield base
     finally:

@@ -96,11 +96,13 @@ def check_against_gguf(hf_path: Path, gguf: Path, prompts: tuple[str, ...] = CHE
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rationalizer.backends.llamacpp import plain_cpu_buffers
     from rationalizer.logprobs import log_softmax
 
     tokenizer = AutoTokenizer.from_pretrained(hf_path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(hf_path, use_safetensors=True, local_files_only=True).eval()
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False)
+    with plain_cpu_buffers():
+        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False)
     agree, worst = 0, 0.0
     try:
         for prompt in prompts:

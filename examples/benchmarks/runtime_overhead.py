@@ -80,8 +80,11 @@ def main() -> None:
     threads = args.threads or default_threads()
     r = Rationalizer.load(args.bundle, threads=threads)
     gguf = r.bundle.main_file("gguf")
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=r.manifest.generation.context_length, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+    from rationalizer.backends.llamacpp import plain_cpu_buffers
+
+    with plain_cpu_buffers():  # the same weights layout as the SDK's llama.cpp backend
+        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=r.manifest.generation.context_length, n_threads=threads,
+                              n_threads_batch=threads, verbose=False)
     prompt = r.prompt(PROMPT_QUESTION)
     sdk_run(r, 8), raw_run(llm, prompt, 8)  # warm both
     sdk, raw = [], []

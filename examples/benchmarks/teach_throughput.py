@@ -1,6 +1,6 @@
 """Teacher throughput: `rationalize teach` against llama-cpp-python's server at 1 and N requests in flight.
 
-Starts ``python -m llama_cpp.server`` on 127.0.0.1 with the embedded default
+Starts llama-cpp-python's server (``python -m rationalizer.backends.llama_server``) on 127.0.0.1 with the embedded default
 GGUF, runs the same slice of questions once per in-flight setting (fresh output
 each time), and prints rationales per minute, teacher accuracy and a few outputs.
 
@@ -31,7 +31,8 @@ def start_server(threads: int) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     gguf = Bundle.load("base").main_file("gguf")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "rationalizer.backends.llama_server", "--model", str(gguf),
+                             "--host", "127.0.0.1",
                              "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
                              "--model_alias", "smol"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"

@@ -8,7 +8,11 @@ backends, and no per-token work beyond what generation needs.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import functools
 import random
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -37,11 +41,54 @@ def gguf_files(bundle: Bundle) -> tuple[Path, Path | None]:
     return bundle.main_file("gguf"), adapters[0] if adapters else None
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_has_amx() -> bool:
+    """True on a CPU with AMX tiles (Intel Sapphire Rapids and later), read from ``/proc/cpuinfo``."""
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def plain_cpu_buffers() -> Iterator[None]:
+    """While a model loads, its weights stay in plain CPU buffers where the CPU has AMX.
+
+    llama.cpp (0.3.36's vendored build) puts Q4_0/Q4_1/Q8_0 weights in its AMX buffer on such a CPU,
+    and the first decode then crashes the process (SIGSEGV in ``llama_decode``, the base model as
+    well as with a LoRA). ``llama_model_params.use_extra_bufts = False`` (llama.cpp's ``--no-repack``)
+    avoids it, but ``Llama()`` takes no such argument and fills its params from
+    ``llama_model_default_params()`` inside its constructor: so the defaults are switched for that
+    one call, under a lock, and restored. Every ``Llama()`` this project builds goes through it.
+    """
+    if not _cpu_has_amx():
+        yield
+        return
+    with _LOAD_LOCK:
+        module = sys.modules[_llama_cpp().Llama.__module__]
+        default = module.llama_cpp.llama_model_default_params
+
+        def params():
+            value = default()
+            value.use_extra_bufts = False
+            return value
+
+        module.llama_cpp.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            module.llama_cpp.llama_model_default_params = default
+
+
 def _load_llama(llama_cpp, model_path: Path, adapter: Path | None, **options):
     """``llama_cpp.Llama`` over the model (and adapter); a file it cannot read is a :class:`ModelFileError`."""
     try:
-        return llama_cpp.Llama(model_path=str(model_path), lora_path=str(adapter) if adapter else None, verbose=False,
-                               **options)
+        with plain_cpu_buffers():
+            return llama_cpp.Llama(model_path=str(model_path), lora_path=str(adapter) if adapter else None,
+                                   verbose=False, **options)
     except (ValueError, RuntimeError, OSError) as exc:
         names = f"{model_path}" + (f" with adapter {adapter}" if adapter else "")
         raise ModelFileError(f"{names}: llama.cpp cannot load this GGUF file; truncated, corrupt or not GGUF "
