@@ -8,7 +8,7 @@ import click
 
 from rationalizer.backends import DEVICES, REGISTRY
 from rationalizer.evaluation import EvalConfig, run_evaluation
-from rationalizer.evaluation.report import markdown_table
+from rationalizer.evaluation.report import markdown_table, paired_table
 
 from .config_options import options_from
 from .reporting import new_progress
@@ -16,7 +16,7 @@ from .reporting import new_progress
 
 @click.command("eval")
 @click.argument("bundles", nargs=-1)
-@options_from(EvalConfig, exclude=("bootstrap_samples",), names={"max_new_tokens": "--max-tokens"})
+@options_from(EvalConfig, names={"max_new_tokens": "--max-tokens"})
 @click.option("--backend", type=click.Choice(["auto", *REGISTRY]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True)
 @click.option("--quality", "-q", "qualities", multiple=True, help="Quality setting; repeat to compare several.")
@@ -31,7 +31,9 @@ def eval_command(config: EvalConfig, bundles: tuple[str, ...], backend: str, dev
 
     Every row is checked against each model before the first generation; each bad one is named as
     file:line. Records are kept as they are made, so an eval that was killed or failed resumes
-    where it stopped when it is run again with the same arguments.
+    where it stopped when it is run again with the same arguments. With several bundles or -q
+    settings, each run after the first is compared with the first example by example: the mean
+    difference of every per-example metric, with a bootstrap 95% interval.
     """
     progress = new_progress()
     try:
@@ -44,4 +46,6 @@ def eval_command(config: EvalConfig, bundles: tuple[str, ...], backend: str, dev
         click.echo(json.dumps(summaries, indent=2, ensure_ascii=False))
     else:
         click.echo(markdown_table(result.runs))
+        if result.paired:
+            click.echo("\n" + paired_table(result.paired) + "\n")
         click.echo("wall time: " + ", ".join(f"{s['label']} {s['wall_time_s']:.1f} s" for s in summaries))

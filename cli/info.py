@@ -8,6 +8,8 @@ import click
 
 from rationalizer.bundle import Bundle
 from rationalizer.dataclass_json import to_dict
+from rationalizer.evaluation.code_effect import describe_effect, metric_of
+from rationalizer.manifest import RewardLevels
 
 
 def _size(n: int) -> str:
@@ -16,6 +18,14 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n} B"
+
+
+def _effect(r: RewardLevels) -> str:
+    """What the code was measured to move, or which metric it is meant to move."""
+    if r.effect is not None:
+        return f"moves {describe_effect(r.effect)}"
+    known = metric_of(r)
+    return f"(metric {known[0]}: effect not measured)" if known else "(effect not measured)"
 
 
 @click.command()
@@ -51,7 +61,8 @@ def info(path: str | None, as_json: bool, verify: bool) -> None:
         for r in m.control.rewards:
             default = m.control.default.get(r.name, r.levels)
             desc = f"  {r.description}" if r.description else ""
-            click.echo(f"  {r.name}: levels 1..{r.levels} (default {default}){desc}")
+            offered = "" if r.offered else f" NOT OFFERED (written at level {default}, not selectable)"
+            click.echo(f"  {r.name}: levels 1..{r.levels} (default {default}){offered} {_effect(r)}{desc}")
         for name, sel in m.control.presets.items():
             click.echo(f"  preset {name}: " + ",".join(f"{k}={v}" for k, v in sel.items()))
     else:

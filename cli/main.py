@@ -127,6 +127,7 @@ def cli(quiet: bool) -> None:
 def _register() -> None:
     from .ask import ask
     from .bench import bench_command
+    from .codes import codes_command
     from .eval import eval_command
     from .export import export_command
     from .info import info
@@ -135,6 +136,7 @@ def _register() -> None:
 
     cli.add_command(ask)
     cli.add_command(bench_command)
+    cli.add_command(codes_command)
     cli.add_command(info)
     cli.add_command(eval_command)
     cli.add_command(export_command)

@@ -16,7 +16,7 @@ import stat
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .atomic import atomic_write_text
 from .dataclass_json import DataclassValueError, from_dict, to_dict
@@ -83,6 +83,26 @@ class PromptTemplate:
 
 
 @dataclass
+class CodeEffect:
+    """What a code was measured to do: its eval metric at its lowest and highest level, paired by question."""
+
+    metric: str
+    """A per-example field of ``rationalize eval``'s output (``rationale_tokens``, ``consistency``...)."""
+    low: float
+    """Mean of ``metric`` with the code at level 1 (the other codes at the scheme's default)."""
+    high: float
+    """Mean of ``metric`` with the code at its top level."""
+    difference: float
+    """Mean per-question difference, high minus low."""
+    ci95: list[float]
+    """Bootstrap 95% interval of ``difference`` (resampled questions)."""
+    n: int
+    """Questions paired."""
+    data: list[str] = field(default_factory=list)
+    """The evaluation files (or their names) the questions came from."""
+
+
+@dataclass
 class RewardLevels:
     """One reward of the control scheme and its levels (1 = lowest bin, ``levels`` = best)."""
 
@@ -90,16 +110,34 @@ class RewardLevels:
     levels: int = 5
     description: str = ""
     bin_edges: list[float] | None = None
+    """The reward value at each inner bin boundary over the whole training pool."""
+    bin_edges_by_source: dict[str, list[float]] | None = None
+    """Edges cut within each data source (a level then compares rationales of one kind of question)."""
+    metric: str | None = None
+    """The eval metric (a per-example field of ``rationalize eval``) this code is meant to move."""
+    direction: Literal[1, -1] = 1
+    """1: a higher level should raise ``metric``; -1: lower it (``length``: a higher level is shorter)."""
+    effect: CodeEffect | None = None
+    """The measured effect of the code on ``metric``; None: not measured."""
+    offered: bool = True
+    """False: measured not to steer, so not offered. The code is still written into every prompt, at
+    its default level, so the model keeps reading the input it was trained on."""
 
 
 @dataclass
 class ControlScheme:
-    """Plain-text control codes (MaRio/Quark quality tokens) and the default selection."""
+    """Plain-text control codes (MaRio/Quark quality tokens) and the default selection.
+
+    ``placement`` says where the codes' text goes: ``user`` at the template's ``{codes}`` in the user
+    turn, ``response`` at the start of the assistant turn, right before the rationale (MaRio's
+    placement; the codes are then the last thing a small model reads before it writes).
+    """
 
     rewards: list[RewardLevels] = field(default_factory=list)
     code_format: str = "<{name}:{level}>"
     separator: str = ""
     suffix: str = " "
+    placement: Literal["user", "response"] = "user"
     default: dict[str, int] = field(default_factory=dict)
     presets: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -274,10 +312,22 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
             raise BundleError(f"{source}: reward {r.name!r} needs at least one level")
         _check_range(r.levels, 1, MAX_LEVELS, f"reward {r.name!r} levels", source)
         if r.bin_edges is not None:
-            if len(r.bin_edges) != r.levels - 1:
-                raise BundleError(f"{source}: reward {r.name!r} has {r.levels} levels but {len(r.bin_edges)} bin edges")
-            if not all(math.isfinite(e) for e in r.bin_edges) or r.bin_edges != sorted(r.bin_edges):
-                raise BundleError(f"{source}: reward {r.name!r}: bin_edges must be finite numbers in increasing order")
+            _check_edges(r.bin_edges, r, "bin edges", source)
+        for data_source, edges in (r.bin_edges_by_source or {}).items():
+            _check_edges(edges, r, f"bin_edges_by_source.{key_text(data_source)}", source)
+        if r.effect is not None:
+            e = r.effect
+            values = [e.low, e.high, e.difference, *e.ci95]
+            if len(e.ci95) != 2 or not all(math.isfinite(v) for v in values) or e.ci95[0] > e.ci95[1] or e.n < 1:
+                raise BundleError(f"{source}: reward {r.name!r}: effect needs finite low, high, difference, "
+                                  "ci95 [lower, upper] and n >= 1")
+    for r in control.rewards:
+        if not r.offered and r.name not in control.default:
+            raise BundleError(f"{source}: reward {r.name!r} is not offered, so control.default must give its level")
+        hidden = [k for k, v in control.presets.items() if r.name in v and not r.offered]
+        if hidden:
+            raise BundleError(f"{source}: control.presets.{key_text(hidden[0])} selects {r.name!r}, "
+                              "which is not offered")
     presets = [(f"presets.{key_text(k)}", v) for k, v in control.presets.items()]
     for label, selection in [("default", control.default), *presets]:
         for name, level in selection.items():
@@ -291,6 +341,13 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
     _check_range(generation.context_length, 16, MAX_CONTEXT, "generation.context_length", source)
     _check_range(generation.max_new_tokens, 1, generation.context_length - 1, "generation.max_new_tokens", source)
     _check_range(generation.max_question_chars, 1, MAX_QUESTION_CHARS, "generation.max_question_chars", source)
+
+
+def _check_edges(edges: list[float], r: RewardLevels, label: str, source: str) -> None:
+    if len(edges) != r.levels - 1:
+        raise BundleError(f"{source}: reward {r.name!r} has {r.levels} levels but {len(edges)} {label}")
+    if not all(math.isfinite(e) for e in edges) or edges != sorted(edges):
+        raise BundleError(f"{source}: reward {r.name!r}: {label} must be finite numbers in increasing order")
 
 
 def _check_relative_path(path: str, source: str) -> None:

@@ -4,7 +4,7 @@ Output format (MaRio I-RO, SCOTT): the model writes its rationale, then the answ
 marker (:data:`~rationalizer.manifest.ANSWER_MARKER` unless the manifest names another)
 and the answer; the answer is read from the text after the marker. Control codes
 are plain text made of ordinary tokens (``<plausibility:5>``), placed before the
-question.
+question or at the start of the response (:attr:`ControlScheme.placement`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import re
 import string
 import unicodedata
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 from .errors import BundleError, InputError
 from .manifest import ANSWER_MARKER, ControlScheme, ParserSettings, PromptTemplate
 from .prompt_text import Prompt, parts_of
 
 Quality = str | Mapping[str, int] | None
+CodePlacement = Literal["user", "response"]
 MAX_CHOICES = 26
 MAX_CHOICE_CHARS = 500
 _LABELS = string.ascii_uppercase
@@ -91,7 +92,8 @@ def resolve_quality(scheme: ControlScheme, quality: Quality) -> dict[str, int]:
 
     ``quality`` is None or ``"best"`` (the scheme's default, else the top level of
     every reward), a preset name of the manifest, a mapping, or text such as
-    ``"diversity=3,consistency=5"``. Rewards left out keep their default level.
+    ``"diversity=3,consistency=5"``. Rewards left out keep their default level; a code that is not
+    offered (:attr:`RewardLevels.offered`) always has its default level and cannot be asked for.
     """
     levels = {r.name: r.levels for r in scheme.rewards}
     best = {name: scheme.default.get(name, top) for name, top in levels.items()}
@@ -110,9 +112,13 @@ def resolve_quality(scheme: ControlScheme, quality: Quality) -> dict[str, int]:
     else:
         raise InputError(f"quality must be a preset name, 'name=level,...' or a dict, not {type(quality).__name__}")
     selection = dict(best)
+    hidden = {r.name for r in scheme.rewards if not r.offered}
     for name, level in requested.items():
+        if name in hidden:
+            raise InputError(f"quality code {name!r} is not offered by this model: it was measured not to move "
+                             "what it names (`rationalize info` shows the measurement)")
         if name not in levels:
-            known = ", ".join(levels) or "none: this model has no quality codes"
+            known = ", ".join(n for n in levels if n not in hidden) or "none: this model has no quality codes"
             raise InputError(f"unknown quality code {name!r} (known: {known})")
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= levels[name]:
             raise InputError(f"quality {name}={level!r} is outside 1..{levels[name]}")
@@ -203,8 +209,15 @@ def build_chat(template: PromptTemplate, user: str) -> Prompt:
     return _render(template.chat, {"system": Prompt.template(template.system), "user": user}, "chat")
 
 
-def build_prompt(template: PromptTemplate, question: str, choices: Sequence[str] | None, codes: str = "") -> Prompt:
-    """The full model input text, chat wrapper included, as a :class:`Prompt` that marks the template's parts."""
+def build_prompt(template: PromptTemplate, question: str, choices: Sequence[str] | None, codes: str = "",
+                 placement: CodePlacement = "user") -> Prompt:
+    """The full model input text, chat wrapper included, as a :class:`Prompt` that marks the template's parts.
+
+    ``codes`` (trusted: :func:`render_codes` writes it from the manifest) goes where ``placement`` says
+    (:attr:`ControlScheme.placement`): the user turn's ``{codes}``, or the start of the response.
+    """
+    if placement == "response":
+        return build_chat(template, build_user_text(template, question, choices)) + Prompt.template(codes)
     return build_chat(template, build_user_text(template, question, choices, codes))
 
 
@@ -219,6 +232,22 @@ def format_target(rationale: str, answer: str, marker: str = ANSWER_MARKER) -> s
     rationale = rationale.strip()
     sep = " " if rationale else ""
     return f"{rationale}{sep}{marker} {answer.strip().rstrip('.')}."
+
+
+def choice_continuation(choice: str) -> str:
+    """The text after the answer marker that scores ``choice``: `` <choice>.``, the end of :func:`format_target`.
+
+    The runtime's choice scoring, eval's consistency and the trainer's consistency reward all score this
+    text, so they rank choices the same way and as the student was trained to write them.
+    """
+    return f" {choice.strip().rstrip('.')}."
+
+
+def answer_context(prompt: str, rationale: str, marker: str = ANSWER_MARKER) -> str:
+    """``prompt``, the rationale and the answer marker: where a choice is scored (the marker alone
+    without a rationale), by the runtime and by the judges alike."""
+    rationale = rationale.strip()
+    return prompt + (f"{rationale} {marker}" if rationale else marker)
 
 
 # ---------------------------------------------------------------- answer parsing

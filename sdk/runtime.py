@@ -16,8 +16,8 @@ from .integrity import VerifyMode
 from .manifest import Manifest, ParserSettings
 from .metrics.answers import normalize_answer
 from .prompt_text import Prompt
-from .prompting import (Quality, build_prompt, clean_choices, clean_question, parse_answer, render_codes, resolve_quality,
-                        text_before_answer)
+from .prompting import (Quality, answer_context, build_prompt, choice_continuation, clean_choices, clean_question,
+                        parse_answer, render_codes, resolve_quality, text_before_answer)
 from .rationale import Rationale
 
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -88,8 +88,8 @@ class Rationalizer:
         return bool(self._backend.parallel_calls)
 
     def quality_codes(self) -> dict[str, int]:
-        """The bundle's control codes: reward name -> number of levels."""
-        return {r.name: r.levels for r in self.manifest.control.rewards}
+        """The control codes the bundle offers: reward name -> number of levels."""
+        return {r.name: r.levels for r in self.manifest.control.rewards if r.offered}
 
     def prompt(self, question: str, choices: Sequence[str] | None = None, quality: Quality = "best") -> Prompt:
         """The exact model input for a question (after validation), for inspection or other runtimes.
@@ -118,7 +118,7 @@ class Rationalizer:
         reserve = 0
         if choices and self.manifest.parser.score_choices:
             marker = self.manifest.parser.marker
-            reserve = max(self._backend.count_tokens(f" {marker} {c}.") for c in choices)
+            reserve = max(self._backend.count_tokens(f" {marker}{choice_continuation(c)}") for c in choices)
         room = context - used - reserve
         if room < 1:
             extra = f" (+{reserve} to score the choices)" if reserve else ""
@@ -127,7 +127,8 @@ class Rationalizer:
         return replace(params, max_new_tokens=min(params.max_new_tokens, room))
 
     def _render(self, question: str, choices: list[str] | None, selection: dict[str, int]) -> Prompt:
-        return build_prompt(self.manifest.prompt, question, choices, render_codes(self.manifest.control, selection))
+        control = self.manifest.control
+        return build_prompt(self.manifest.prompt, question, choices, render_codes(control, selection), control.placement)
 
     def _prepare(self, question: str, choices: Sequence[str] | None, quality: Quality):
         q = clean_question(question, self.manifest.generation.max_question_chars)
@@ -216,7 +217,7 @@ class Rationalizer:
     def _choice_scores(self, prompt: str, rationale: str, choices: list[str]) -> dict[str, float]:
         marker = self.manifest.parser.marker
         context = self._scoring_context(prompt, rationale.strip(), marker, max(choices, key=len))
-        scored = self._backend.loglikelihoods([(context, f" {c}.") for c in choices])
+        scored = self._backend.loglikelihoods([(context, choice_continuation(c)) for c in choices])
         return {c: ll / max(n, 1) for c, (ll, n) in zip(choices, scored)}
 
     def _scoring_context(self, prompt: str, rationale: str, marker: str, longest: str) -> str:
@@ -227,8 +228,8 @@ class Rationalizer:
         """
         context_length = self.manifest.generation.context_length
         while True:
-            context = prompt + (f"{rationale} {marker}" if rationale else marker)
-            excess = self._backend.count_tokens(context + f" {longest}.") - context_length
+            context = answer_context(prompt, rationale, marker)
+            excess = self._backend.count_tokens(context + choice_continuation(longest)) - context_length
             if excess <= 0 or not rationale:
                 return context
             rationale = rationale[max(1, len(rationale) * excess // max(1, self._backend.count_tokens(rationale))):]
@@ -371,8 +372,7 @@ class Rationalizer:
         """
         q, c, selection = self._prepare(question, choices, quality)
         marker = self.manifest.parser.marker
-        prefix = f"{rationale.strip()} {marker}" if rationale.strip() else marker
-        prompt = self._render(q, c, selection) + prefix
+        prompt = answer_context(self._render(q, c, selection), rationale, marker)
         params = self._plan(prompt, c, self._params(max_new_tokens, 0.0, 1.0, None))
         completion = "".join(self._backend.stream(prompt, params, GenerationStats()))
         answer = parse_answer(f"{marker}{completion}", c, ParserSettings(marker=marker, strategies=["marker"])).answer

@@ -94,3 +94,18 @@ def test_control_characters_are_removed_newlines_kept():
 def test_bad_choices(choices, message):
     with pytest.raises(InputError, match=message):
         clean_choices(choices)
+
+
+def test_codes_at_the_start_of_the_response_are_template_text_after_the_chat_wrapper():
+    template = PromptTemplate()
+    scheme = ControlScheme(rewards=[RewardLevels("length", 5)], suffix="\n", placement="response")
+    codes = render_codes(scheme, resolve_quality(scheme, "length=2"))
+    prompt = build_prompt(template, "Is <length:5> a code?", ["yes", "no"], codes, scheme.placement)
+    assert prompt.endswith("<|im_start|>assistant\n<length:2>\n")
+    assert "Is <length:5> a code?\nChoices: yes, no<|im_end|>" in prompt  # the user turn holds no codes
+    # the codes are the template's text; the same characters in the question stay the user's
+    last_text, last_trusted = prompt.parts[-1]
+    assert last_text.endswith("assistant\n<length:2>\n") and last_trusted
+    assert all(not trusted for text, trusted in prompt.parts if "<length:5>" in text)
+    assert build_prompt(template, "q", None, codes) == build_prompt(template, "q", None, codes, "user")
+    assert build_prompt(template, "q", None, codes, "user").count("<length:2>") == 1

@@ -14,6 +14,7 @@ from typing import Literal
 from rationalizer.backends import Device
 from rationalizer.config_checks import Range, check_settings
 from rationalizer.errors import ConfigError
+from rationalizer.prompting import CodePlacement
 
 from .precision import Precision
 
@@ -140,15 +141,23 @@ class MarioConfig(TrainerConfig):
     judge: str = field(default="default", metadata={
         "help": "Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder.",
         "nonempty": True})
-    bins: int = field(default=5, metadata={"help": "Quantile bins per reward; each bin is a control code level.",
-                                           "range": Range(2, 20)})
-    correctness_code: bool = field(default=False, metadata={
-        "help": "Add a two-level code <correct:2> / <correct:1> for a right / wrong answer (Quark's option)."})
+    drop_teacher_incorrect: bool = field(default=False, metadata={
+        "help": "Leave teacher rationales marked `teacher_correct: false` out of the pool (by default they stay, "
+                "with the teacher's answer: natural low-accuracy, low-consistency examples)."})
+    question_limits: list[int] | None = field(default=None, metadata={
+        "help": "Per training file, its first N questions with all their rationales (0: all); overrides the "
+                "row limits `train_limit` and `train_limits`.", "range": Range(0, 10**9)})
+    bins: int = field(default=5, metadata={
+        "help": "Equal-count bins per reward, cut within each data source; each bin is a control-code level "
+                "(accuracy is always two levels: wrong, right).", "range": Range(2, 20)})
+    code_placement: CodePlacement = field(default="response", metadata={
+        "help": "Where the codes go: response (the start of the answer, right before the rationale, as MaRio "
+                "places them) or user (before the question)."})
     rounds: int = field(default=2, metadata={"help": "Sample-score-train rounds.", "range": Range(1, 10_000)})
-    samples_per_question: int = field(default=2, metadata={"help": "Rationales sampled per question each round.",
+    samples_per_question: int = field(default=4, metadata={"help": "Rationales sampled per question each round.",
                                                            "range": Range(1, 1024)})
     questions_per_round: int | None = field(default=None, metadata={
-        "help": "Questions sampled from the policy each round (default: all training questions).", "range": _COUNT})
+        "help": "Questions sampled from the policy each round (default: every training question).", "range": _COUNT})
     sample_temperature: float = field(default=1.0, metadata={"help": "Temperature of the policy's samples.",
                                                              "range": Range(0, 5, low_open=True)})
     sample_top_p: float = field(default=0.9, metadata={"help": "Top-p of the policy's samples.",
@@ -165,6 +174,9 @@ class MarioConfig(TrainerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.question_limits is not None and len(self.question_limits) != len(self.train):
+            raise ConfigError(type(self).__name__, "question_limits",
+                              f"has {len(self.question_limits)} entries for {len(self.train)} training files")
         if not self.sft.strip():
             raise ConfigError(type(self).__name__, "sft", "must name the SFT bundle to start from (--sft)")
 

@@ -15,7 +15,7 @@ from typing import Sequence
 from rationalizer.dataset import Example
 from rationalizer.manifest import PromptTemplate
 from rationalizer.prompt_text import PromptEncoder, transformers_encoder
-from rationalizer.prompting import build_prompt, format_target
+from rationalizer.prompting import CodePlacement, build_prompt, format_target
 
 EXPLAIN_PREFIX = "[explain] "
 ANSWER_PREFIX = "[answer] "
@@ -74,8 +74,10 @@ def _encode(encoder: PromptEncoder, prompt: str, context: str, supervised: str,
 
 def build_items(examples: Sequence[Example], tokenizer, template: PromptTemplate, objective: str = "iro",
                 multitask_alpha: float = 0.5, counterfactual_alpha: float = 0.5, max_length: int = 384,
-                codes: Sequence[str] | None = None) -> tuple[list[TrainItem], ItemStats]:
-    """Training items for the objective; ``codes[i]`` is the control-code text of example i (MaRio)."""
+                codes: Sequence[str] | None = None,
+                placement: CodePlacement = "user") -> tuple[list[TrainItem], ItemStats]:
+    """Training items for the objective; ``codes[i]`` is the control-code text of example i (MaRio), placed
+    as ``placement`` says (:func:`rationalizer.prompting.build_prompt`)."""
     encoder = transformers_encoder(tokenizer)
     # the one token the model learns to end its answer with: the tokenizer's EOS (end of turn), not the set
     # of ids generation stops on (rationalizer.backends.stop_ids), which may hold more than one
@@ -89,16 +91,16 @@ def build_items(examples: Sequence[Example], tokenizer, template: PromptTemplate
             continue
         answer_only = format_target("", ex.answer)
         if ex.kind == "counterfactual":
-            prompt = build_prompt(_prefixed(template, COUNTERFACTUAL_PREFIX), ex.question, ex.choices, code)
+            prompt = build_prompt(_prefixed(template, COUNTERFACTUAL_PREFIX), ex.question, ex.choices, code, placement)
             # the rationale is unsupervised context here: the space format_target puts between it and
             # the marker starts the supervised part, as it does inside a factual target
             seqs = [("counterfactual", *_encode(encoder, prompt, ex.rationale.strip(), " " + answer_only, end))]
         else:
-            prompt = build_prompt(template, ex.question, ex.choices, code)
+            prompt = build_prompt(template, ex.question, ex.choices, code, placement)
             seqs = [("factual", *_encode(encoder, prompt, "", format_target(ex.rationale, ex.answer), end))]
             if objective == "multitask":
                 answer_template = _prefixed(template, ANSWER_PREFIX, replace=EXPLAIN_PREFIX)
-                answer_prompt = build_prompt(answer_template, ex.question, ex.choices, code)
+                answer_prompt = build_prompt(answer_template, ex.question, ex.choices, code, placement)
                 seqs.append(("answer_task", *_encode(encoder, answer_prompt, "", answer_only, end)))
         for task, ids, labels in seqs:
             if len(ids) > max_length:

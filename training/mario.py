@@ -1,12 +1,15 @@
 """Multi-reward training (MaRio, on Quark's loop) over an SFT student.
 
-Each round: sample ``k`` rationales per question from the current policy, add
-them to a pool that starts with the teacher's rationales, score the pool with
-every reward, cut each reward into equal-count quantile bins (a bin is a
-control-code level), and train on ``codes + question -> rationale + answer``
-with ``NLL + β·KL(policy || reference) - γ·entropy``; the codes sit in the
-prompt, so they carry no loss. The bundle records the scheme (rewards, bin
-edges, code text, best levels) that ``Rationalizer.rationalize(quality=...)`` offers.
+The pool starts with every teacher rationale of the training questions. Each round
+samples ``k`` rationales for every question from the current policy, adds them
+to the pool, scores the pool with every reward, and trains on
+``question -> codes + rationale + answer`` with
+``NLL + β·KL(policy || reference) - γ·entropy``. A code's level is the entry's
+bin among rationales of the same data source; the bins are cut once, in the
+first round, so a level means the same thing in every round (:mod:`.binning`).
+The codes sit in the prompt (by default right before the rationale), so they
+carry no loss. The bundle records the scheme (rewards, bin edges, code text and
+placement, best levels) that ``Rationalizer.rationalize(quality=...)`` offers.
 """
 
 from __future__ import annotations
@@ -14,33 +17,31 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rationalizer import Bundle, base_model
 from rationalizer.atomic import atomic_write_text
 from rationalizer.config_file import save_config
+from rationalizer.dataclass_json import from_dict, to_dict
 from rationalizer.dataset import Example
-from rationalizer.manifest import ControlScheme, ParserSettings, RewardLevels
-from rationalizer.metrics import answers_match
-from rationalizer.progress import Progress
-from rationalizer.prompting import parse_answer, render_codes
+from rationalizer.manifest import ControlScheme, ParserSettings
+from rationalizer.progress import Progress, or_silent
+from rationalizer.prompting import CodePlacement, parse_answer, render_codes
 
 from .batches import left_padded
-from .binning import quantile_edges, rank_levels
+from .binning import Cut, cut_reward, cuts_of, scheme_of
 from .packing import target_logits
 from .precision import autocast_factory, choose_precision
 from .reference import ReferenceTopK, compute_reference, topk_kl
 from .config import MarioConfig
 from .items import IGNORE, build_items
+from .mario_pool import load_pool, pool_rows, questions_of, save_pool, teacher_samples
 from .rewards import Reward, Sample, build_rewards
-from .sft import Student, training_examples
+from .sft import Student
 
 logger = logging.getLogger(__name__)
-
-CORRECT = "correct"
-
 
 def load_policy(sft_bundle: str) -> tuple[Student, Any]:
     """(trainable policy initialised from the SFT adapter, frozen merged reference)."""
@@ -63,12 +64,17 @@ def load_policy(sft_bundle: str) -> tuple[Student, Any]:
                                                                                   local_files_only=True),
                                               adapter, local_files_only=True)
     reference = reference.merge_and_unload().eval().requires_grad_(False)
+    for adapter_config in policy.peft_config.values():
+        # the base it was trained over as this machine has it: a hub id there (the shipped default's) makes
+        # peft look the base up on the hub at every checkpoint, and retry for half a minute offline
+        adapter_config.base_model_name_or_path = str(base)
     return Student(policy, tokenizer, bundle.manifest.prompt, bundle.manifest.base_model), reference
 
 
-def sample_policy(student: Student, examples: list[Example], codes: str, k: int, config: MarioConfig,
-                  seed: int) -> list[Sample]:
-    """``k`` sampled rationales per question from the policy, batched, with the answer each leads to."""
+def sample_policy(student: Student, examples: list[Example], codes: str, placement: CodePlacement, k: int,
+                  config: MarioConfig, seed: int, progress: Progress | None = None) -> list[Sample]:
+    """``k`` sampled rationales per question from the policy, batched, with the answer each leads to
+    (``progress`` counts the questions)."""
     import torch
 
     from rationalizer.backends.stop_ids import hf_stop_token_ids
@@ -81,11 +87,13 @@ def sample_policy(student: Student, examples: list[Example], codes: str, k: int,
     # the ids the runtime stops on, so a sampled rationale ends where the bundle's generation would
     stop = sorted(hf_stop_token_ids(model, tok, student.template.stop))
     samples: list[Sample] = []
+    counter = or_silent(progress)
+    counter.start(len(examples), f"sampling {k} per question")
     model.eval()
     for start in range(0, len(examples), config.batch_size):
         batch = examples[start : start + config.batch_size]
         input_ids, attention_mask = left_padded(
-            [encoder.encode(build_prompt(student.template, e.question, e.choices, codes)) for e in batch],
+            [encoder.encode(build_prompt(student.template, e.question, e.choices, codes, placement)) for e in batch],
             tok.pad_token_id, model.device)
         with torch.no_grad():
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
@@ -97,17 +105,9 @@ def sample_policy(student: Student, examples: list[Example], codes: str, k: int,
             ex = batch[i // k]
             parsed = parse_answer(text, ex.choices, ParserSettings(strategies=["marker"]))
             samples.append(Sample(ex, parsed.rationale, parsed.answer, "policy"))
+        counter.update(len(batch))
     model.train()
     return samples
-
-
-def teacher_samples(examples: list[Example]) -> list[Sample]:
-    """The data's rationales as pool entries, with the answer the teacher gave (gold unless recorded)."""
-    out = []
-    for e in examples:
-        if e.rationale and e.kind == "factual":
-            out.append(Sample(e, e.rationale, e.teacher_answer or e.answer, "teacher"))
-    return out
 
 
 def score_pool(pool: list[Sample], rewards: list[Reward], cache: dict[int, dict[str, float]]) -> None:
@@ -119,16 +119,23 @@ def score_pool(pool: list[Sample], rewards: list[Reward], cache: dict[int, dict[
             cache.setdefault(i, {})[reward.name] = float(v)
 
 
-def control_scheme(rewards: list[Reward], scores: list[dict[str, float]], bins: int,
-                   correctness: bool = False) -> ControlScheme:
-    """Bin edges from the pool's scores; the default selection is the best level of every reward."""
-    levels = [RewardLevels(r.name, bins, f"quantile bins of {r.name} over the training pool",
-                           quantile_edges([s[r.name] for s in scores], bins)) for r in rewards]
-    scheme = ControlScheme(rewards=levels, default={r.name: bins for r in rewards})
-    if correctness:
-        scheme.rewards.append(RewardLevels(CORRECT, 2, "1: the answer was wrong, 2: right"))
-        scheme.default[CORRECT] = 2
-    return scheme
+def usable(sample: Sample) -> bool:
+    """An entry that can be trained on: a rationale that ends with an answer."""
+    return sample.answer is not None and bool(sample.rationale.strip())
+
+
+def cut_pool(rewards: list[Reward], pool: list[Sample], cache: dict[int, dict[str, float]], bins: int) -> dict[str, Cut]:
+    """Each reward's edges over the usable entries, within each data source."""
+    kept = [i for i, s in enumerate(pool) if usable(s)]
+    sources = [pool[i].example.source for i in kept]
+    return {r.name: cut_reward(r.name, [cache[i][r.name] for i in kept], sources, bins) for r in rewards}
+
+
+def reward_metrics(rewards: list[Reward], length_target: int | None) -> dict[str, tuple[str, int] | None]:
+    """The eval metric each reward's code should move (none for a length reward with a target)."""
+    from rationalizer.evaluation.code_effect import REWARD_METRICS
+
+    return {r.name: None if r.name == "length" and length_target else REWARD_METRICS.get(r.name) for r in rewards}
 
 
 def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | None = None) -> Path:
@@ -149,7 +156,9 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | 
     save_config(config, out / "train_config.json")
     set_seed(config.seed)
     student, reference = load_policy(config.sft)
-    device = Accelerator(cpu=config.device == "cpu").device
+    # the device without an Accelerator: accelerate's process-wide state takes the mixed precision of the
+    # first one built, so a probe without it would refuse the bf16 one each round builds
+    device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
     precision, why = choose_precision(config.precision, device.type)
     logger.info("precision: %s (%s)", precision, why)
     autocast = autocast_factory(precision, device.type)
@@ -158,29 +167,31 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | 
     student.model.to(device)  # sampling runs before the first prepare(); the reference never goes through it
     reference.to(device)
     rewards = build_rewards(config.rewards, config.judge, config.length_target)
-    examples = [e for e in training_examples(config) if e.kind == "factual"]
-    random.Random(config.seed).shuffle(examples)  # each round's questions mix every training file
-    pool = teacher_samples(examples)
+    metrics = reward_metrics(rewards, config.length_target)
+    rows = pool_rows(config)
+    questions = questions_of(rows)
+    random.Random(config.seed).shuffle(questions)  # a round's batches mix every training file
+    pool = teacher_samples(rows)
     cache: dict[int, dict[str, float]] = {}
     log = out / "metrics.jsonl"
     progress_file = out / "rounds.json"
-    done_rounds = json.loads(progress_file.read_text())["rounds"] if resume and progress_file.exists() else 0
+    state = json.loads(progress_file.read_text()) if resume and progress_file.exists() else {"rounds": 0}
+    done_rounds = state["rounds"]
+    cuts: dict[str, Cut] | None = None
+    scheme = ControlScheme()
     if done_rounds:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         set_peft_model_state_dict(student.model, load_file(str(out / f"round-{done_rounds}" / "adapter.safetensors")))
-        pool = [Sample(Example(**row["example"]), row["rationale"], row["answer"], row["source"])
-                for row in map(json.loads, (out / "pool.jsonl").read_text().splitlines())]
+        pool = load_pool(out / "pool.jsonl")
+        # the levels keep the meaning the finished rounds gave them
+        scheme = from_dict(ControlScheme, state["control"], where="rounds.json control")
+        cuts = cuts_of(scheme)
         rewind_log(log, lambda row: row.get("round", 0) <= done_rounds)  # rows of the round that was cut off
         logger.info("resumed after round %d", done_rounds)
     elif log.exists():
         log.unlink()
-    scheme = ControlScheme()
-    if done_rounds:  # the scheme the finished rounds trained with, to sample the next round with its best codes
-        score_pool(pool, rewards, cache)
-        scheme = control_scheme(rewards, [cache[i] for i, s in enumerate(pool) if s.answer is not None
-                                          and s.rationale.strip()], config.bins, config.correctness_code)
 
     def kl_entropy(model, batch, logits, indices):
         """β·KL(policy‖reference) − γ·entropy, averaged over the target tokens (see :mod:`.reference`)."""
@@ -209,28 +220,33 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | 
         return term
 
     for round_no in range(done_rounds + 1, config.rounds + 1):
-        asked = examples
-        if config.questions_per_round and config.questions_per_round < len(examples):
+        asked = questions
+        if config.questions_per_round and config.questions_per_round < len(questions):
             # each round asks the next questions, wrapping around, so rounds see different ones
             first = (round_no - 1) * config.questions_per_round
-            asked = [examples[(first + i) % len(examples)] for i in range(config.questions_per_round)]
+            asked = [questions[(first + i) % len(questions)] for i in range(config.questions_per_round)]
         best_codes = render_codes(scheme, scheme.default) if scheme.rewards else ""
-        fresh = sample_policy(student, asked, best_codes, config.samples_per_question, config, config.seed + round_no)
+        logger.info("round %d: sampling %d rationales for each of %d questions", round_no,
+                    config.samples_per_question, len(asked))
+        fresh = sample_policy(student, asked, best_codes, scheme.placement, config.samples_per_question, config,
+                              config.seed + round_no, progress)
         pool.extend(fresh)
+        logger.info("round %d: scoring %d new pool entries", round_no, len(pool) - len(cache))
         score_pool(pool, rewards, cache)
-        scores = [cache[i] for i in range(len(pool))]
-        new_scores = scores[len(pool) - len(fresh):]
+        new_scores = [cache[i] for i in range(len(pool) - len(fresh), len(pool))]
         means = {r.name: sum(s[r.name] for s in new_scores) / max(len(new_scores), 1) for r in rewards}
         _log(log, {"kind": "round", "round": round_no, "rewards": means, "pool": len(pool)})
         logger.info("round %d: policy reward means %s", round_no, ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-        usable = [(s, sc) for s, sc in zip(pool, scores) if s.answer is not None and s.rationale.strip()]
-        scheme = control_scheme(rewards, [sc for _, sc in usable], config.bins, config.correctness_code)
-        levels = {r.name: rank_levels([sc[r.name] for _, sc in usable], config.bins) for r in rewards}
-        if config.correctness_code:
-            levels[CORRECT] = [1 + int(answers_match(s.answer, s.example.answer, s.example.choices)) for s, _ in usable]
-        codes = [render_codes(scheme, {name: lv[j] for name, lv in levels.items()}) for j in range(len(usable))]
-        rows = [Example(s.example.id, s.example.question, s.answer, s.example.choices, s.rationale) for s, _ in usable]
-        items, _ = build_items(rows, student.tokenizer, student.template, "iro", max_length=config.max_length, codes=codes)
+        if cuts is None:  # cut once, over the teacher's rationales and the first samples
+            cuts = cut_pool(rewards, pool, cache, config.bins)
+            scheme = scheme_of(cuts, config.code_placement, metrics)
+        kept = [i for i, s in enumerate(pool) if usable(s)]
+        codes = [render_codes(scheme, {name: cut.level(cache[i][name], pool[i].example.source)
+                                       for name, cut in cuts.items()}) for i in kept]
+        train_rows = [Example(pool[i].example.id, pool[i].example.question, pool[i].answer, pool[i].example.choices,
+                              pool[i].rationale) for i in kept]
+        items, _ = build_items(train_rows, student.tokenizer, student.template, "iro", max_length=config.max_length,
+                               codes=codes, placement=scheme.placement)
         round_config = replace(config, out=str(out / f"round-{round_no}"))
         if packed and config.beta > 0 and config.reference_top_k > 0:
             # the pool is fixed for the round and the reference frozen: its distribution once, not every step
@@ -252,13 +268,13 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | 
 
         atomic_write_bytes(out / f"round-{round_no}" / "adapter.safetensors", save(
             {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(student.model).items()}))
-        atomic_write_text(out / "pool.jsonl", "".join(json.dumps({"example": asdict(s.example), "rationale": s.rationale,
-                                                                  "answer": s.answer, "source": s.source}) + "\n" for s in pool))
-        atomic_write_text(progress_file, json.dumps({"rounds": round_no}))
+        save_pool(out / "pool.jsonl", pool)
+        atomic_write_text(progress_file, json.dumps({"rounds": round_no, "control": to_dict(scheme)}))
     write_bundle(out, student.model, student.tokenizer, name=out.name, base=student.base, template=student.template,
                  control=scheme, provenance={"trainer": "mario", "sft": config.sft, "rewards": config.rewards,
-                                             "rounds": config.rounds, "pool": len(pool), "beta": config.beta,
-                                             "gamma": config.gamma},
+                                             "rounds": config.rounds, "pool": len(pool),
+                                             "questions": len(questions), "beta": config.beta,
+                                             "gamma": config.gamma, "code_placement": config.code_placement},
                  max_new_tokens=config.max_new_tokens)
     plot_metrics(log, out / "metrics.png")
     return out

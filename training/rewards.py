@@ -2,8 +2,10 @@
 
 Each reward scores a list of samples (a rationale and the answer it leads to,
 for a question) and returns one float per sample, higher is better. The
-built-ins reuse ``rationalize eval``'s metric code; a user reward is any
-callable ``f(samples) -> list[float]`` named by an import path ``module:function``.
+built-ins reuse ``rationalize eval``'s metric code (consistency and plausibility
+call :mod:`rationalizer.evaluation.judged` as eval does, so a reward equals the
+eval record's value); a user reward is any callable ``f(samples) -> list[float]``
+named by an import path ``module:function``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from rationalizer.dataset import Example
-from rationalizer.errors import UserError
-from rationalizer.evaluation.judges import Judge, LocalVerifier, load_judge
-from rationalizer.manifest import ANSWER_MARKER
-from rationalizer.metrics import answers_match, consistency, diversity
-from rationalizer.prompting import build_prompt
+from rationalizer.errors import InputError, UserError
+from rationalizer.evaluation.judged import consistency_of, judged_answer, plausibility_of
+from rationalizer.evaluation.judges import Judge, LocalVerifier, Verifier, load_judge
+from rationalizer.metrics import answers_match, diversity
 
 
 @dataclass
@@ -72,7 +73,10 @@ class Length:
 
 
 class Consistency:
-    """LAS-style ``P(gold | q, r) - P(gold | q)`` under a simulator judge; 0 for free-form answers."""
+    """LAS-style ``P(gold | q, r) - P(gold | q)`` under a simulator judge: eval's ``consistency`` of the sample.
+
+    0 where eval has no value: a free-form question, or text longer than the judge's context.
+    """
 
     name = "consistency"
 
@@ -80,30 +84,40 @@ class Consistency:
         self.judge = judge
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        out = []
-        for s in samples:
-            ex = s.example
-            if not ex.choices:
-                out.append(0.0)
-                continue
-            base = build_prompt(self.judge.template, ex.question, ex.choices)
-            marker = ANSWER_MARKER
-            delta, _, _ = consistency(self.judge.backend, base + f"{s.rationale.strip()} {marker}", base + marker,
-                                      [f" {c}" for c in ex.choices], f" {ex.answer}")
-            out.append(delta)
-        return out
+        return [self._one(s) for s in samples]
+
+    def _one(self, s: Sample) -> float:
+        try:
+            judged = consistency_of(self.judge, s.example, s.rationale)
+        except InputError:
+            return 0.0
+        return 0.0 if judged is None else judged[0]
 
 
 class Plausibility:
-    """A local verifier's P(Yes) that the rationale is true and supports the gold answer."""
+    """A verifier's P(Yes) that the rationale is true and supports the answer: eval's ``plausibility`` of the sample.
+
+    The answer is the sample's own, or the gold one when the sample gives none (:func:`judged_answer`,
+    as eval judges a record). 0 where eval has no value: an empty rationale, text longer than the
+    verifier's context, or no reading from the verifier.
+    """
 
     name = "plausibility"
 
-    def __init__(self, judge: Judge) -> None:
-        self.verifier = LocalVerifier(judge)
+    def __init__(self, judge: Judge | Verifier) -> None:
+        self.verifier: Verifier = LocalVerifier(judge) if isinstance(judge, Judge) else judge
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        return [self.verifier.probability(s.example.question, s.example.answer, s.rationale) for s in samples]
+        return [self._one(s) for s in samples]
+
+    def _one(self, s: Sample) -> float:
+        if not s.rationale.strip():
+            return 0.0
+        try:
+            p = plausibility_of(self.verifier, s.example.question, judged_answer(s.example, s.answer), s.rationale)
+        except InputError:
+            return 0.0
+        return 0.0 if p is None else p
 
 
 class UserReward:

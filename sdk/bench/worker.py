@@ -42,8 +42,8 @@ def _prompts(bundle_path: str | None) -> tuple[str, list[str], list[str], int]:
 
     manifest = Bundle.load(bundle_path).manifest
     codes = render_codes(manifest.control, resolve_quality(manifest.control, "best"))
-    story = build_prompt(manifest.prompt, STORY, None, codes)
-    questions = [build_prompt(manifest.prompt, q, c, codes) for q, c in QUESTIONS]
+    story = build_prompt(manifest.prompt, STORY, None, codes, manifest.control.placement)
+    questions = [build_prompt(manifest.prompt, q, c, codes, manifest.control.placement) for q, c in QUESTIONS]
     return story, questions, manifest.prompt.stop, manifest.generation.max_new_tokens
 
 

@@ -14,6 +14,7 @@ from ..prompting import Quality, resolve_quality
 from ..runtime import Rationalizer
 from .config import EvalConfig
 from .judges import Judges
+from .paired import PairedDifference, paired_differences
 from .report import write_outputs
 from .runner import EvalRun, evaluate
 from .store import RecordStore, fingerprint
@@ -29,10 +30,16 @@ _NOT_IN_FINGERPRINT = ("data", "counterfactual", "limit", "skip_invalid", "boots
 
 @dataclass
 class Evaluation:
-    """The runs of one evaluation, in model-then-quality order, and the output files written."""
+    """The runs of one evaluation, in model-then-quality order, and the output files written.
+
+    ``paired`` holds, when there are several runs, each later run minus the first per example
+    (by id) for every per-example metric, with bootstrap 95% intervals; each such run's summary
+    carries its own under ``"paired"``.
+    """
 
     runs: list[EvalRun]
     outputs: dict[str, Path] = field(default_factory=dict)
+    paired: list[PairedDifference] = field(default_factory=list)
 
 
 def run_evaluation(config: EvalConfig, bundles: Sequence[str] = ("default",), qualities: Sequence[Quality] = ("best",),
@@ -72,8 +79,11 @@ def run_evaluation(config: EvalConfig, bundles: Sequence[str] = ("default",), qu
         for model in models:
             model.close()
     result = Evaluation([run for run, _ in runs])
+    result.paired = paired_differences(result.runs, config.bootstrap_samples, config.seed)
+    for run in result.runs[1:]:
+        run.summary["paired"] = [d.to_dict() for d in result.paired if d.other == run.label]
     if out:
-        result.outputs = write_outputs(result.runs, out)
+        result.outputs = write_outputs(result.runs, out, result.paired)
         logger.info("wrote %s", ", ".join(str(p) for p in result.outputs.values()))
     for _, store in runs:
         store.discard()  # the records are in the outputs (or returned): nothing is left to resume

@@ -13,6 +13,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..charts import pyplot, save_figure
 from ..errors import UserError
 from ..metrics import MetricValue
+from .paired import PairedDifference
 from .runner import EvalRun
 from .store import json_line
 from .summary import QUALITY_METRICS, SPEED_METRICS
@@ -60,13 +61,49 @@ def markdown_table(runs: Sequence[EvalRun], include_speed: bool = True) -> str:
     return "\n".join(lines)
 
 
+# The per-example fields under the names of the summary's metrics they make, where they make one.
+PAIRED_LABELS = {
+    "correct": "accuracy", "parsed": "parsed rate", "answer_scored": "answered by choice scoring",
+    "consistency": LABELS["consistency"], "p_gold_with_rationale": "P(gold) with rationale",
+    "p_gold_without_rationale": "P(gold) without rationale", "plausibility": LABELS["plausibility"],
+    "diversity": LABELS["diversity"], "oracle_correct": LABELS["oracle_accuracy"],
+    "perturbed_correct": LABELS["perturbed_accuracy"], "counterfactual_follows": LABELS["counterfactual_follow_rate"],
+    "rationale_tokens": "rationale tokens", "tokens_generated": "tokens generated",
+    "latency_s": LABELS["latency_s"], "tokens_per_s": LABELS["tokens_per_s"],
+    # the record's whole time: generation plus the judges' and faithfulness checks' scoring
+    "wall_s": "latency with judges, s",
+}
+# Fields measured in tokens or tokens per second: whole-ish numbers, fewer decimals read better.
+_WIDE_FIELDS = frozenset({"rationale_tokens", "tokens_generated", "tokens_per_s"})
+
+
+def paired_table(paired: Sequence[PairedDifference]) -> str:
+    """One markdown table per compared run: each per-example metric's mean on both sides over the
+    examples both have, the mean difference with its bootstrap 95% interval, and the unmatched."""
+    blocks = []
+    for other in dict.fromkeys(d.other for d in paired):
+        rows = [d for d in paired if d.other == other]
+        base = rows[0].base
+        lines = [f"{other} minus {base}, paired by example:", "",
+                 f"| metric | n | {base} | {other} | Δ [95% CI] | unmatched |", "|---|---|---|---|---|---|"]
+        for d in rows:
+            digits = 2 if d.metric in _WIDE_FIELDS else 3
+            means = f"{d.mean_base:.{digits}f} | {d.mean_other:.{digits}f}" if d.n else "n/a | n/a"
+            lines.append(f"| {PAIRED_LABELS.get(d.metric, d.metric)} | {d.n} | {means} | {d.text(digits)} "
+                         f"| {d.unmatched} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def slug(label: str) -> str:
     """A file-name-safe form of a run label."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "run"
 
 
-def write_outputs(runs: Sequence[EvalRun], out_dir: str | Path) -> dict[str, Path]:
-    """Per-example JSONL per run, summary.md, chart.png and, last, summary.json; returns the paths.
+def write_outputs(runs: Sequence[EvalRun], out_dir: str | Path,
+                  paired: Sequence[PairedDifference] = ()) -> dict[str, Path]:
+    """Per-example JSONL per run, summary.md (with ``paired``'s table below the main one), chart.png
+    and, last, summary.json; returns the paths.
 
     The files are one set. Each is written atomically, and summary.json, written last, records the
     sha256 of every other file of the set (its ``files``), which :func:`read_outputs` checks: a kill
@@ -89,7 +126,8 @@ def write_outputs(runs: Sequence[EvalRun], out_dir: str | Path) -> dict[str, Pat
         hashes[path.name] = hashlib.sha256(data).hexdigest()
         names[run.label] = path.name
         paths[run.label] = path
-    table = (markdown_table(runs) + "\n").encode("utf-8")
+    text = markdown_table(runs) + (f"\n\n{paired_table(paired)}" if paired else "")
+    table = (text + "\n").encode("utf-8")
     atomic_write_bytes(out / "summary.md", table)
     hashes["summary.md"] = hashlib.sha256(table).hexdigest()
     paths["summary.md"] = out / "summary.md"

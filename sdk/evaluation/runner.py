@@ -9,13 +9,13 @@ from typing import Any, Sequence
 
 from ..dataset import Example
 from ..errors import InputError
-from ..manifest import ANSWER_MARKER
-from ..metrics import answers_match, consistency, diversity, perturb_words
+from ..metrics import answers_match, diversity, perturb_words
 from ..metrics.text import words
 from ..progress import Progress, or_silent
-from ..prompting import Quality, build_prompt
+from ..prompting import Quality
 from ..runtime import Rationalizer
 from .config import EvalConfig
+from .judged import consistency_of, judged_answer, plausibility_of
 from .judges import Judges
 from .store import RecordStore
 from .summary import summarize
@@ -101,9 +101,9 @@ def _one(model: Rationalizer, ex: Example, config: EvalConfig, judges: Judges, q
     if judges.simulator is not None and ex.choices:
         rec.update(_consistency(judges, ex, rationale))
     if judges.verifier is not None and rationale.strip():
-        shown_answer = out.answer if out.answer is not None else ex.answer
         try:
-            rec["plausibility"] = judges.verifier.probabilities([(ex.question, shown_answer, rationale)])[0]
+            answer = judged_answer(ex, out.answer)
+            rec["plausibility"] = plausibility_of(judges.verifier, ex.question, answer, rationale)
         except InputError as exc:  # e.g. longer than the verifier's context: this row has no plausibility
             rec.update(plausibility=None, plausibility_error=str(exc))
     if config.faithfulness:
@@ -112,17 +112,13 @@ def _one(model: Rationalizer, ex: Example, config: EvalConfig, judges: Judges, q
 
 
 def _consistency(judges: Judges, ex: Example, rationale: str) -> dict[str, Any]:
-    sim = judges.simulator
-    assert sim is not None and ex.choices is not None
-    base = build_prompt(sim.template, ex.question, ex.choices)
-    marker = ANSWER_MARKER
-    # Each choice is scored as " choice" after the marker, so no choice pays for the space token.
-    options = [f" {c}" for c in ex.choices]
+    assert judges.simulator is not None and ex.choices is not None
     try:
-        delta, p_with, p_without = consistency(sim.backend, base + f"{rationale.strip()} {marker}", base + marker,
-                                               options, f" {ex.answer}")
+        judged = consistency_of(judges.simulator, ex, rationale)
     except InputError:
         return {"consistency": None}
+    assert judged is not None  # a choice question
+    delta, p_with, p_without = judged
     return {"consistency": delta, "p_gold_with_rationale": p_with, "p_gold_without_rationale": p_without}
 
 

@@ -24,7 +24,8 @@ def consistency(judge: Backend, with_rationale: str, without_rationale: str,
     """(P(gold | q, r) - P(gold | q), P(gold | q, r), P(gold | q)) under the simulator.
 
     ``with_rationale`` and ``without_rationale`` are the simulator's contexts up
-    to the answer (ending in the answer marker); the caller builds them.
+    to the answer (ending in the answer marker); the caller builds them, and the choices as the text
+    after the marker (:func:`rationalizer.evaluation.judged.consistency_of` does both for eval and rewards).
     """
     index = list(choices).index(gold)
     p_with = choice_probabilities(judge, with_rationale, choices)[index]

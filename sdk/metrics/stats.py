@@ -44,10 +44,11 @@ def bootstrap_ci(values: Sequence[float], samples: int = 1000, seed: int = 0) ->
 
 
 def mean_metric(values: Sequence[float | None], reason_if_empty: str, model: str | None = None,
-                with_ci: bool = False, seed: int = 0) -> MetricValue:
-    """Mean of the values that exist; absent with ``reason_if_empty`` when none does."""
+                with_ci: bool = False, seed: int = 0, samples: int = 1000) -> MetricValue:
+    """Mean of the values that exist (with a bootstrap interval of ``samples`` resamples when ``with_ci``);
+    absent with ``reason_if_empty`` when none does."""
     present = [float(v) for v in values if v is not None]
     if not present:
         return MetricValue(None, 0, None, model, reason_if_empty)
-    ci = bootstrap_ci(present, seed=seed) if with_ci else None
+    ci = bootstrap_ci(present, samples=samples, seed=seed) if with_ci else None
     return MetricValue(sum(present) / len(present), len(present), ci, model)

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rationalizer.metrics.stats import bootstrap_ci
+from rationalizer.evaluation.paired import paired_difference
 
 LABELS = {"base": "base, zero-shot", "sft": "SFT", "mario": "SFT + MaRio"}
 SETS = {"strategyqa": "strategyqa/test", "cqa": "cqa/test", "obqa": "obqa/test", "qasc": "qasc/test"}
@@ -72,13 +72,10 @@ def paired_table(evals: Path, before: str = "sft", after: str = "mario") -> str:
             continue
         cells = []
         for field in PAIRED:
-            diffs = [float(new[i][field]) - float(old[i][field]) for i in ids
-                     if old[i].get(field) is not None and new[i].get(field) is not None]
-            if not diffs:
-                cells.append("n/a")
-                continue
-            low, high = bootstrap_ci(diffs)
-            cells.append(f"{sum(diffs) / len(diffs):+.3f} [{low:+.3f}, {high:+.3f}]")
+            d = paired_difference(field, {i: old[i].get(field) for i in ids}, {i: new[i].get(field) for i in ids},
+                                  before, after)
+            low, high = d.ci95
+            cells.append(f"{d.difference:+.3f} [{low:+.3f}, {high:+.3f}]" if d.n else "n/a")
         lines.append(f"| {name} | {len(ids)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -35,7 +35,14 @@ done
 [ -f "$runs/export/fidelity.json" ] || rationalize export "$runs/default-mario" --gguf q8_0,q4_k_m,lora \
   --out "$runs/export" --dev "${RATIONALIZER_DATA:-../shared/data}/strategyqa/dev.jsonl" --limit 30
 
+# Which codes steer: each at level 1 and at its top level on StrategyQA and CommonsenseQA test questions,
+# paired by question; the manifest records every effect and offers only the codes whose interval excludes 0
+data=${RATIONALIZER_DATA:-../shared/data}
+[ -s "$runs/eval/codes.md" ] || rationalize codes "$runs/default-mario-gguf" --data "$data/strategyqa/test.jsonl" \
+  --data "$data/cqa/test.jsonl" --limit "${CODES_LIMIT:-200}" --min-n 300 --write | tee "$runs/eval/codes.md"
+
 if [ "${SHIP:-0}" = 1 ]; then
-  python "$here/ship.py" "$runs/default-mario" --evals "$runs/eval" --fidelity "$runs/export/fidelity.json"
+  python "$here/ship.py" "$runs/default-mario" --evals "$runs/eval" --fidelity "$runs/export/fidelity.json" \
+    --codes "$runs/default-mario-gguf"
 fi
 python "$here/report.py" "$runs/eval" | tee "$runs/eval/table.md"

@@ -53,8 +53,11 @@ def _f16_adapter(src: Path, dst: Path) -> None:
     save_file({k: v.astype(np.float16) for k, v in load_file(str(src)).items()}, str(dst))
 
 
-def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR) -> Manifest:
-    """Write the default bundle from the student bundle ``student`` (PEFT adapter over 'default')."""
+def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path = DEFAULT_BUNDLE_DIR,
+         codes: Path | None = None) -> Manifest:
+    """Write the default bundle from the student bundle ``student`` (PEFT adapter over 'default'); with
+    ``codes``, the control scheme (measured effects, codes offered) of that bundle, where
+    ``rationalize codes --write`` recorded them."""
     from rationalizer.export.bundles import weight_entry
     from rationalizer.export.config import ExportConfig
     from rationalizer.export.pipeline import run_export
@@ -78,6 +81,8 @@ def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path 
         adapter_config["base_model_name_or_path"] = base_model.HUB_ID  # not this machine's cache path
         (stage / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
         m = _provenance(Bundle.load(stage).manifest, student, evals, fidelity)
+        if codes:
+            m.control = Manifest.load(codes).control
         m.files["peft"] = [weight_entry(stage, stage / "adapter" / "adapter_model.safetensors", "model", "f16"),
                            weight_entry(stage, stage / "adapter" / "adapter_config.json", "config", None)]
         m.save(stage)
@@ -127,8 +132,11 @@ def main() -> None:
     parser.add_argument("--target", type=Path, default=DEFAULT_BUNDLE_DIR,
                         help="Where to write the bundle (default: the package's default_bundle); another folder "
                              "gives any student the shipped form (LoRA GGUF over the Q4_1 base) for evaluation")
+    parser.add_argument("--codes", type=Path,
+                        help="A bundle of the same student whose codes `rationalize codes --write` measured: its "
+                             "control scheme (effects, codes offered) is shipped")
     args = parser.parse_args()
-    m = ship(args.student, args.evals, args.fidelity, args.target.resolve())
+    m = ship(args.student, args.evals, args.fidelity, args.target.resolve(), args.codes)
     size = sum(f.size for fs in m.files.values() for f in fs if f.package is None)
     print(f"shipped {m.name} into {args.target} ({size / 1e6:.1f} MB besides the base)")
 
