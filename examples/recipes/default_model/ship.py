@@ -101,7 +101,8 @@ def ship(student: Path, evals: Path | None, fidelity: Path | None, target: Path 
 def _provenance(m: Manifest, student: Path, evals: Path | None, fidelity: Path | None) -> Manifest:
     """The export's manifest as the embedded default: its name and description, the recipe, data and results."""
     trainer_config = json.loads((Path(student) / "train_config.json").read_text())
-    sft_config = json.loads((Path(trainer_config["sft"]) / "train_config.json").read_text()) if "sft" in trainer_config else None
+    sft_file = Path(trainer_config.get("sft", "")) / "train_config.json"  # none when MaRio started from a bundle
+    sft_config = json.loads(sft_file.read_text()) if "sft" in trainer_config and sft_file.is_file() else None
     m.name = "rationalizer-smollm2-135m"
     m.description = ("The embedded default: SmolLM2-135M-Instruct distilled by rationalizer (SFT with SCOTT's "
                      "counterfactual objective, then MaRio rounds) on StrategyQA and CommonsenseQA rationales. "
