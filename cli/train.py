@@ -1,10 +1,10 @@
-"""``rationalize train sft|mario``: a thin layer over :mod:`rationalizer.training`."""
+"""``rationalize train sft|mario|dpo``: a thin layer over :mod:`rationalizer.training`."""
 
 from __future__ import annotations
 
 import click
 
-from rationalizer.training.config import MarioConfig, SFTConfig
+from rationalizer.training.config import DPOConfig, MarioConfig, SFTConfig
 
 from .config_options import options_from
 from .reporting import new_progress
@@ -22,7 +22,7 @@ def _run(trainer, config, resume: bool) -> None:
 
 @click.group("train")
 def train_group() -> None:
-    """Train a student: supervised distillation (sft) or multi-reward training (mario)."""
+    """Train a student: supervised distillation (sft), multi-reward training (mario) or preference optimization (dpo)."""
 
 
 @train_group.command("sft")
@@ -36,10 +36,20 @@ def sft_command(config: SFTConfig, resume: bool) -> None:
 
 
 @train_group.command("mario")
-@options_from(MarioConfig, names={"rewards": "--reward"})
+@options_from(MarioConfig, exclude=("code_words",), names={"rewards": "--reward"})
 @click.option("--resume", is_flag=True, help="Continue after the last finished round / checkpoint.")
 def mario_command(config: MarioConfig, resume: bool) -> None:
     """Multi-reward training (MaRio/Quark) with selectable quality codes, over an SFT bundle."""
     from rationalizer.training.mario import train_mario
 
     _run(train_mario, config, resume)
+
+
+@train_group.command("dpo")
+@options_from(DPOConfig, exclude=("reward_weights",), names={"rewards": "--reward"})
+@click.option("--resume", is_flag=True, help="Continue after the last finished round / checkpoint.")
+def dpo_command(config: DPOConfig, resume: bool) -> None:
+    """DPO on reward-ranked rationale pairs over an SFT or MaRio bundle, in self-improving rounds."""
+    from rationalizer.training.dpo import train_dpo
+
+    _run(train_dpo, config, resume)

@@ -119,6 +119,10 @@ class RewardLevels:
     """1: a higher level should raise ``metric``; -1: lower it (``length``: a higher level is shorter)."""
     effect: CodeEffect | None = None
     """The measured effect of the code on ``metric``; None: not measured."""
+    level_text: list[str] | None = None
+    """The text written for each level (level 1 first) in place of ``ControlScheme.code_format``: words a
+    small model already reads ("Explain in one short sentence."), where a bare ``<length:5>`` is a token it
+    must learn from nothing. Trusted template text, like the format."""
     offered: bool = True
     """False: measured not to steer, so not offered. The code is still written into every prompt, at
     its default level, so the model keeps reading the input it was trained on."""
@@ -315,6 +319,10 @@ def validate(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
             _check_edges(r.bin_edges, r, "bin edges", source)
         for data_source, edges in (r.bin_edges_by_source or {}).items():
             _check_edges(edges, r, f"bin_edges_by_source.{key_text(data_source)}", source)
+        if r.level_text is not None and (len(r.level_text) != r.levels
+                                         or not all(isinstance(t, str) and t.strip() for t in r.level_text)):
+            raise BundleError(f"{source}: reward {r.name!r}: level_text needs one non-empty text per level "
+                              f"({r.levels})")
         if r.effect is not None:
             e = r.effect
             values = [e.low, e.high, e.difference, *e.ci95]

@@ -145,8 +145,11 @@ def _parse_quality_text(text: str) -> dict[str, int]:
 
 
 def render_codes(scheme: ControlScheme, selection: Mapping[str, int]) -> str:
-    """The control-code text for a selection, in the scheme's reward order ('' when none)."""
-    codes = [scheme.code_format.format(name=r.name, level=selection[r.name]) for r in scheme.rewards if r.name in selection]
+    """The control-code text for a selection, in the scheme's reward order ('' when none): a reward's
+    ``level_text`` where it has one, else ``code_format``."""
+    codes = [r.level_text[selection[r.name] - 1] if r.level_text else
+             scheme.code_format.format(name=r.name, level=selection[r.name])
+             for r in scheme.rewards if r.name in selection]
     return scheme.separator.join(codes) + scheme.suffix if codes else ""
 
 

@@ -107,6 +107,35 @@ def test_mario_resumes_after_the_last_finished_round_with_its_levels(tiny_bundle
     assert r.prompt("Is ice cold?", quality="length=1").endswith("Is ice cold?\n<length:1><diversity:2>\n")  # after the user turn
 
 
+def test_levels_written_as_words_over_the_teacher_rationales_alone(tiny_bundle, tmp_path):
+    from rationalizer.cli.main import cli
+
+    rows = dataset(4) + [{**row, "id": row["id"] + "b", "rationale": "Another, longer reason for it."}
+                         for row in dataset(4)]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    sft = tmp_path / "sft"
+    assert CliRunner().invoke(cli, train_args(tiny_bundle / "hf", data, sft, 1)).exit_code == 0
+    words = ["Explain in detail.", "Explain in one short sentence."]
+    config = tmp_path / "m.json"
+    config.write_text(json.dumps({"sft": str(sft), "train": [str(data)], "out": str(tmp_path / "m"),
+                                  "rewards": ["length"], "bins": 2, "code_words": {"length": words},
+                                  "code_placement": "user", "rounds": 1, "samples_per_question": 0,
+                                  "steps_per_round": 1, "batch_size": 4, "beta": 0.0}))
+    result = CliRunner().invoke(cli, ["train", "mario", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    rounds = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "round"]
+    assert rounds[0]["pool"] == 8  # no samples: the teacher's two rationales of each question
+    r = Rationalizer.load(str(tmp_path / "m"))
+    assert r.manifest.control.rewards[0].level_text == words
+    assert "Explain in detail. Is ice cold?" in r.prompt("Is ice cold?", quality="length=1")
+    assert "<length:" not in r.prompt("Is ice cold?")
+    config.write_text(json.dumps({"sft": str(sft), "train": [str(data)], "out": "x", "rewards": ["length"], "bins": 3,
+                                  "code_words": {"length": words}}))
+    refused = CliRunner().invoke(cli, ["train", "mario", "--config", str(config)])
+    assert refused.exit_code == 2 and "'length' needs 3 non-empty texts, one per level, not 2" in refused.output
+
+
 def test_the_pool_holds_every_teacher_rationale_of_the_first_questions(tmp_path):
     from rationalizer.training.config import MarioConfig
     from rationalizer.training.mario_pool import load_pool, pool_rows, questions_of, save_pool, teacher_samples

@@ -109,3 +109,19 @@ def test_codes_at_the_start_of_the_response_are_template_text_after_the_chat_wra
     assert all(not trusted for text, trusted in prompt.parts if "<length:5>" in text)
     assert build_prompt(template, "q", None, codes) == build_prompt(template, "q", None, codes, "user")
     assert build_prompt(template, "q", None, codes, "user").count("<length:2>") == 1
+
+
+def test_a_level_can_be_written_as_words_and_the_manifest_checks_them():
+    from rationalizer import BundleError
+    from rationalizer.manifest import Manifest, WeightFile, validate
+
+    words = ["Explain in detail.", "Explain briefly."]
+    scheme = ControlScheme(rewards=[RewardLevels("length", 2, level_text=words), RewardLevels("diversity", 2)],
+                           default={"length": 2, "diversity": 2})
+    assert render_codes(scheme, {"length": 1, "diversity": 2}) == "Explain in detail.<diversity:2> "
+    assert render_codes(scheme, resolve_quality(scheme, "best")) == "Explain briefly.<diversity:2> "
+    manifest = Manifest(name="m", base_model="b", files={"gguf": [WeightFile("m.gguf", "0" * 64, 1)]}, control=scheme)
+    validate(manifest)
+    manifest.control.rewards[0].level_text = ["Only one."]
+    with pytest.raises(BundleError, match="level_text needs one non-empty text per level"):
+        validate(manifest)

@@ -66,11 +66,13 @@ def cut_reward(name: str, values: Sequence[float], sources: Sequence[str], bins:
                {s: quantile_edges(v, bins) for s, v in by_source.items() if len(v) >= 2 * bins})
 
 
-def scheme_of(cuts: dict[str, Cut], placement: str, metrics: dict[str, tuple[str, int] | None]) -> ControlScheme:
+def scheme_of(cuts: dict[str, Cut], placement: str, metrics: dict[str, tuple[str, int] | None],
+              words: dict[str, list[str]] | None = None) -> ControlScheme:
     """The manifest's control scheme for the cuts (best level of every reward by default).
 
     ``metrics[name]`` is the eval metric the code is meant to move and its direction, where one applies.
     Codes at the start of the response end with a line break, so the rationale starts on its own line.
+    ``words[name]`` is the text of each of that reward's levels (:attr:`RewardLevels.level_text`).
     """
     rewards = []
     for name, cut in cuts.items():
@@ -78,7 +80,7 @@ def scheme_of(cuts: dict[str, Cut], placement: str, metrics: dict[str, tuple[str
         description = ("1: the answer is wrong, 2: right" if name in BINARY_REWARDS else
                        f"equal-count bins of {name} within each data source, cut once over the first round's pool")
         rewards.append(RewardLevels(name, cut.levels, description, list(cut.edges), dict(cut.by_source) or None,
-                                    metric, direction))
+                                    metric, direction, level_text=list((words or {}).get(name) or []) or None))
     return ControlScheme(rewards=rewards, default={name: cut.levels for name, cut in cuts.items()},
                          suffix="\n" if placement == "response" else " ", placement=placement)
 

@@ -153,9 +153,14 @@ class MarioConfig(TrainerConfig):
     code_placement: CodePlacement = field(default="response", metadata={
         "help": "Where the codes go: response (the start of the answer, right before the rationale, as MaRio "
                 "places them) or user (before the question)."})
+    code_words: dict[str, list[str]] | None = field(default=None, metadata={
+        "help": "Per reward, the text of each level (level 1 first) written in place of `<name:level>`: words "
+                "the student already reads, such as 'Explain in one short sentence.' for the top length level "
+                "(config file only)."})
     rounds: int = field(default=2, metadata={"help": "Sample-score-train rounds.", "range": Range(1, 10_000)})
-    samples_per_question: int = field(default=4, metadata={"help": "Rationales sampled per question each round.",
-                                                           "range": Range(1, 1024)})
+    samples_per_question: int = field(default=4, metadata={
+        "help": "Rationales sampled per question each round (0: the teacher's rationales only).",
+        "range": Range(0, 1024)})
     questions_per_round: int | None = field(default=None, metadata={
         "help": "Questions sampled from the policy each round (default: every training question).", "range": _COUNT})
     sample_temperature: float = field(default=1.0, metadata={"help": "Temperature of the policy's samples.",
@@ -177,9 +182,96 @@ class MarioConfig(TrainerConfig):
         if self.question_limits is not None and len(self.question_limits) != len(self.train):
             raise ConfigError(type(self).__name__, "question_limits",
                               f"has {len(self.question_limits)} entries for {len(self.train)} training files")
+        for name, words in (self.code_words or {}).items():
+            from .binning import BINARY_REWARDS
+
+            levels = 2 if name in BINARY_REWARDS else self.bins
+            if name not in self.rewards:
+                raise ConfigError(type(self).__name__, "code_words", f"names {name!r}, which is not among the rewards")
+            if len(words) != levels or not all(w.strip() for w in words):
+                raise ConfigError(type(self).__name__, "code_words",
+                                  f"{name!r} needs {levels} non-empty texts, one per level, not {len(words)}")
         if not self.sft.strip():
             raise ConfigError(type(self).__name__, "sft", "must name the SFT bundle to start from (--sft)")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Each round trains ``steps_per_round`` steps, however many the pool makes per epoch."""
         return self.steps_per_round
+
+
+@dataclass
+class DPOConfig(TrainerConfig):
+    """Direct preference optimization over an SFT (or MaRio) bundle: pairs of a better and a worse rationale
+    per question, ranked by MaRio's rewards over its pool (or read from pair files); the frozen reference is
+    the start bundle's policy. Rounds resample the pool from the new policy (the self-improvement loop).
+    ``batch_size`` counts pairs (each is two sequences, as TRL's DPO batch size counts them)."""
+
+    sft: str = field(default="", metadata={
+        "help": "The bundle to start from (SFT or MaRio): the policy's adapter and the frozen reference."})
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "consistency"], metadata={
+        "help": "Rewards that rank a question's rationales: accuracy, diversity, consistency, plausibility, "
+                "length, or 'module:function' import paths of user rewards.", "nonempty": True})
+    reward_weights: dict[str, float] | None = field(default=None, metadata={
+        "help": "Per reward, its weight in the combined score (each reward standardized over the pool first); "
+                "default 1 each (config file only)."})
+    min_margin: float = field(default=0.5, metadata={
+        "help": "Smallest combined-score gap between a question's chosen and rejected rationale (in pool "
+                "standard deviations); questions without one give no pair.", "range": Range(0, 1e6)})
+    pairs: list[str] | None = field(default=None, metadata={
+        "help": "Preference pair files (JSONL: id, question, choices, answer, chosen, rejected) to train on "
+                "instead of pairs from the pool; the training files are then not read."})
+    judge: str = field(default="default", metadata={
+        "help": "Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder.",
+        "nonempty": True})
+    drop_teacher_incorrect: bool = field(default=False, metadata={
+        "help": "Leave teacher rationales marked `teacher_correct: false` out of the pool (by default they stay, "
+                "with the teacher's answer: natural rejected rationales)."})
+    question_limits: list[int] | None = field(default=None, metadata={
+        "help": "Per training file, its first N questions with all their rationales (0: all); overrides the "
+                "row limits `train_limit` and `train_limits`.", "range": Range(0, 10**9)})
+    rounds: int = field(default=1, metadata={
+        "help": "Sample-score-pair-train rounds; each round after the first samples from the new policy.",
+        "range": Range(1, 10_000)})
+    samples_per_question: int = field(default=4, metadata={
+        "help": "Rationales sampled per question each round (0: the teacher's rationales only).",
+        "range": Range(0, 1024)})
+    questions_per_round: int | None = field(default=None, metadata={
+        "help": "Questions sampled from the policy each round (default: every training question).", "range": _COUNT})
+    sample_temperature: float = field(default=1.0, metadata={"help": "Temperature of the policy's samples.",
+                                                             "range": Range(0, 5, low_open=True)})
+    sample_top_p: float = field(default=0.9, metadata={"help": "Top-p of the policy's samples.",
+                                                       "range": Range(0, 1, low_open=True)})
+    steps_per_round: int = field(default=50, metadata={"help": "Optimizer steps per round.", "range": _COUNT})
+    beta: float = field(default=0.1, metadata={
+        "help": "DPO's beta: the strength of the implicit KL tie to the reference.", "range": Range(0, 1000, low_open=True)})
+    gamma: float = field(default=0.0, metadata={
+        "help": "Weight of the chosen completion's mean token NLL added to the DPO loss (TRL's rpo_alpha; the "
+                "rationale-enriched DPO code uses 0.1).", "range": Range(0, 1000)})
+    length_target: int | None = field(default=None, metadata={
+        "help": "Target rationale length in words for the 'length' reward.", "range": Range(1, 100_000)})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.question_limits is not None and len(self.question_limits) != len(self.train):
+            raise ConfigError(type(self).__name__, "question_limits",
+                              f"has {len(self.question_limits)} entries for {len(self.train)} training files")
+        for name, weight in (self.reward_weights or {}).items():
+            if name not in [r.rpartition(":")[2] for r in self.rewards]:
+                raise ConfigError(type(self).__name__, "reward_weights", f"names {name!r}, which is not among the rewards")
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
+                raise ConfigError(type(self).__name__, "reward_weights", f"{name!r} needs a finite number")
+        if self.pairs is not None and not self.pairs:
+            raise ConfigError(type(self).__name__, "pairs", "must name at least one pair file, or be left out")
+        if self.pairs and self.rounds > 1:
+            raise ConfigError(type(self).__name__, "rounds",
+                              "must be 1 with `pairs` (later rounds sample from the policy, which needs the pool)")
+        if not self.sft.strip():
+            raise ConfigError(type(self).__name__, "sft", "must name the bundle to start from (--sft)")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Each round trains ``steps_per_round`` steps, however many the pairs make per epoch."""
+        return self.steps_per_round
+
+    def weight_of(self, reward: str) -> float:
+        """A reward's weight in the combined score (1 unless ``reward_weights`` says otherwise)."""
+        return float((self.reward_weights or {}).get(reward, 1.0))

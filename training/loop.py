@@ -70,7 +70,7 @@ def _shown(value: float | None, digits: int) -> str:
 
 def run_training(accelerator, student, items, config, out: Path, resume: bool, progress: Progress | None,
                  evaluate: Callable[[], dict[str, float]] | None, extra_loss: Callable | None = None,
-                 label: str = "train") -> dict[str, Any]:
+                 label: str = "train", loss_fn: Callable | None = None) -> dict[str, Any]:
     """Train ``student.model`` on ``items``; returns step counts, timing and the best dev figures.
 
     ``progress`` counts the optimizer steps under ``label``, with the loss and trained tokens/s of each.
@@ -79,6 +79,8 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
     target positions only (:mod:`.packing`); otherwise a padded batch with logits everywhere.
     ``extra_loss(model, batch, logits, indices)`` adds terms to the NLL (MaRio's KL and entropy): it
     gets the batch as built, its logits and the indices of its items in ``items``.
+    ``loss_fn(model, batch_items, indices, device) -> (loss, target tokens)`` replaces the NLL whole (DPO:
+    an item is a pair); ``items`` then only need ``input_ids`` for length grouping.
     """
     import torch
     from accelerate.utils import broadcast_object_list
@@ -131,10 +133,13 @@ def run_training(accelerator, student, items, config, out: Path, resume: bool, p
         mine = batch_order(items, config.batch_size, config.seed, epoch, config.group_by_length)[: batches_per_epoch * world][rank::world]
         for indices in mine[skip:]:
             with accelerator.accumulate(model):
-                batch, logits, loss, tokens = batch_loss(model, [items[i] for i in indices], pad,
-                                                         getattr(config, "packing", False), accelerator.device)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model, batch, logits, indices)
+                if loss_fn is not None:
+                    loss, tokens = loss_fn(model, [items[i] for i in indices], indices, accelerator.device)
+                else:
+                    batch, logits, loss, tokens = batch_loss(model, [items[i] for i in indices], pad,
+                                                             getattr(config, "packing", False), accelerator.device)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model, batch, logits, indices)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)

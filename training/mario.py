@@ -226,10 +226,11 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | 
             first = (round_no - 1) * config.questions_per_round
             asked = [questions[(first + i) % len(questions)] for i in range(config.questions_per_round)]
         best_codes = render_codes(scheme, scheme.default) if scheme.rewards else ""
-        logger.info("round %d: sampling %d rationales for each of %d questions", round_no,
-                    config.samples_per_question, len(asked))
+        if config.samples_per_question:
+            logger.info("round %d: sampling %d rationales for each of %d questions", round_no,
+                        config.samples_per_question, len(asked))
         fresh = sample_policy(student, asked, best_codes, scheme.placement, config.samples_per_question, config,
-                              config.seed + round_no, progress)
+                              config.seed + round_no, progress) if config.samples_per_question else []
         pool.extend(fresh)
         logger.info("round %d: scoring %d new pool entries", round_no, len(pool) - len(cache))
         score_pool(pool, rewards, cache)
@@ -239,7 +240,7 @@ def train_mario(config: MarioConfig, resume: bool = False, progress: Progress | 
         logger.info("round %d: policy reward means %s", round_no, ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
         if cuts is None:  # cut once, over the teacher's rationales and the first samples
             cuts = cut_pool(rewards, pool, cache, config.bins)
-            scheme = scheme_of(cuts, config.code_placement, metrics)
+            scheme = scheme_of(cuts, config.code_placement, metrics, config.code_words)
         kept = [i for i, s in enumerate(pool) if usable(s)]
         codes = [render_codes(scheme, {name: cut.level(cache[i][name], pool[i].example.source)
                                        for name, cut in cuts.items()}) for i in kept]
