@@ -22,7 +22,11 @@ from .reporting import new_progress
                                   **{f"fields.{f.name}": f"--{f.name}-field" for f in dataclasses.fields(FieldMap)}})
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 def teach_command(config: TeachConfig, as_json: bool) -> None:
-    """A teacher writes a rationale for each question's gold answer (and a counterfactual one)."""
+    """A teacher writes a rationale for each question's gold answer (and a counterfactual one).
+
+    With --candidates K --prefer-student BUNDLE it samples K per question and keeps the one the student
+    gains most from (eval's consistency), writing best/worst pairs for `rationalize train dpo --pairs`.
+    """
     teacher = load_teacher(config)
     progress = new_progress()
     try:
@@ -41,6 +45,9 @@ def teach_command(config: TeachConfig, as_json: bool) -> None:
                f"repeated questions skipped {summary.duplicate_questions}")
     click.echo(f"teacher accuracy (stated answer = answer asked for): {acc}; "
                f"{summary.per_minute:.1f} rationales/min over {summary.wall_time_s:.1f} s -> {config.out}")
+    if summary.pairs_out is not None:
+        click.echo(f"student {config.prefer_student} chose among {summary.candidates} candidates; "
+                   f"{summary.pairs} best/worst pairs -> {summary.pairs_out} (rationalize train dpo --pairs)")
     for error in summary.errors:
         click.echo(f"  {error}", err=True)
     if summary.failed:

@@ -17,13 +17,16 @@ from rationalizer.prompting import parse_answer
 class TeacherRequest:
     """Explain ``target`` as the answer to ``example`` (gold for factual, wrong for counterfactual).
 
-    ``contrast`` is the other answer, which a contrastive decoder pushes away from.
+    ``contrast`` is the other answer, which a contrastive decoder pushes away from. ``candidate``
+    numbers the samples of one question when several are asked for (``--candidates``), so a
+    seeded served teacher is sent a different seed for each.
     """
 
     example: Example
     kind: str
     target: str
     contrast: str | None
+    candidate: int = 0
 
 
 @dataclass

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rationalizer.config_checks import Range, check_settings
+from rationalizer.errors import ConfigError
 
 from ..data import FieldMap
 
@@ -53,6 +54,33 @@ class TeachConfig:
                                                  "range": Range(1, 65_536)})
     device: Literal["cpu", "cuda"] = field(default="cpu", metadata={"help": "Local teacher: where it runs."})
     fields: FieldMap = field(default_factory=FieldMap, metadata={"help": "Which input column holds each field."})
+    candidates: int = field(default=1, metadata={
+        "help": "Rationales the teacher samples per question (factual rows); above 1 needs --prefer-student "
+                "and --temperature above 0 (a local teacher then samples plainly: contrastive decoding is "
+                "greedy). A question's candidates go in one batch.", "range": Range(1, 64)})
+    prefer_student: str | None = field(default=None, metadata={
+        "help": "A student bundle: keep the candidate with the highest consistency gain P(gold | q, r) - "
+                "P(gold | q) under it (eval's consistency) and write best/worst pairs. Counterfactual rows "
+                "are asked once and not scored.", "nonempty": True})
+    pairs_out: str | None = field(default=None, metadata={
+        "help": "Where the best/worst pairs go (default: OUT with .pairs.jsonl), for `rationalize train dpo "
+                "--pairs`.", "nonempty": True})
 
     def __post_init__(self) -> None:
         check_settings(self)
+        where = type(self).__name__
+        if self.candidates > 1 and self.prefer_student is None:
+            raise ConfigError(where, "candidates", f"{self.candidates} needs prefer_student (--prefer-student "
+                                                   "BUNDLE), the student that chooses among them")
+        if self.candidates > 1 and self.temperature == 0:
+            raise ConfigError(where, "candidates", f"{self.candidates} needs sampling: set temperature above 0 "
+                                                   "(at 0 every candidate is the same greedy text)")
+        if self.pairs_out is not None and self.prefer_student is None:
+            raise ConfigError(where, "pairs_out", "is only written with prefer_student (--prefer-student BUNDLE)")
+
+    @property
+    def pairs_path(self) -> str | None:
+        """The pairs file of a student-preferred run (None without ``prefer_student``)."""
+        if self.prefer_student is None:
+            return None
+        return self.pairs_out or self.out.removesuffix(".jsonl") + ".pairs.jsonl"

@@ -3,7 +3,10 @@
 The output is append-only JSONL; a result is one ``write`` of one line, so a
 kill loses at most the requests in flight (a torn last line is cut off at the
 next start). Rejected results go to ``OUT.rejected.jsonl`` with the reason, so a
-rerun does not ask again; failed requests are retried by a rerun.
+rerun does not ask again; failed requests are retried by a rerun. With a student
+to prefer (``--prefer-student``), a factual row is the best of its candidates and
+its best/worst pair is appended to the pairs file first; a rerun skips ids already
+paired, so a kill between the two writes repeats neither.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import os
 import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +31,7 @@ from rationalizer.dataset import DataError, Example
 from ..data import deduplicate, read_dataset
 from .base import Teacher, TeacherOutput, TeacherRequest, requests_for
 from .config import TeachConfig
+from .prefer import Candidate, StudentPreference, choose, pair_line, paired_ids, rank
 
 
 @dataclass
@@ -44,6 +49,11 @@ class TeachSummary:
     duplicate_questions: int = 0
     wall_time_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    candidates: int = 0
+    """Rationales sampled for questions the student chose among (``--prefer-student``)."""
+    pairs: int = 0
+    """Best/worst pairs appended to ``pairs_out`` this run."""
+    pairs_out: str | None = None
 
     @property
     def teacher_accuracy(self) -> float | None:
@@ -139,18 +149,25 @@ def _verdict(row: Example, config: TeachConfig, seen: set[str]) -> str | None:
     return None
 
 
-def teach(config: TeachConfig, teacher: Teacher, progress: Progress | None = None) -> TeachSummary:
+def teach(config: TeachConfig, teacher: Teacher, progress: Progress | None = None,
+          student: StudentPreference | None = None) -> TeachSummary:
     """Write rationales for every example of ``config.data`` into ``config.out``; see the module doc.
 
-    ``progress`` counts the requests sent, with the rationales written per minute.
+    ``progress`` counts the questions (and counterfactuals) asked, with the rationales written per
+    minute. With ``config.prefer_student``, each factual row is the best of ``config.candidates``
+    samples under the student (``student``, else loaded from the config and closed at the end) and
+    best/worst pairs go to ``config.pairs_path`` (:mod:`.prefer`).
     """
-    summary = TeachSummary()
+    summary = TeachSummary(pairs_out=config.pairs_path)
     out = Path(config.out)
     rejected = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
-    for target in (out, rejected):
+    pairs = Path(config.pairs_path) if config.pairs_path else None
+    for target in (out, rejected, *([pairs] if pairs else [])):
         if _same_file(target, Path(config.data)):
             raise UserError(f"--out {config.out} would write into the --data file {config.data} itself; "
                             "choose another output file")
+    if pairs is not None and (pairs == out or pairs == rejected or _same_file(pairs, out)):
+        raise UserError(f"--pairs-out {pairs} is the output (or its rejected file); choose another file")
     examples, report = read_dataset(config.data, config.fields, config.skip_invalid, config.limit)
     summary.invalid_rows = report.invalid
     examples, summary.duplicate_questions = deduplicate(examples)
@@ -161,8 +178,17 @@ def teach(config: TeachConfig, teacher: Teacher, progress: Progress | None = Non
     examples = list(by_id.values())
     summary.errors.extend(report.errors[:5])
     out.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_writer(out, "teach"):  # before the tail repair: it truncates what another writer appends
-        _write_all(config, teacher, examples, out, rejected, summary, or_silent(progress))
+    if pairs is not None:
+        pairs.parent.mkdir(parents=True, exist_ok=True)
+    owned = student is None and config.prefer_student is not None
+    if owned:
+        student = StudentPreference.load(config.prefer_student, config.device)
+    try:
+        with exclusive_writer(out, "teach"):  # before the tail repair: it truncates what another writer appends
+            _write_all(config, teacher, examples, out, rejected, summary, or_silent(progress), student, pairs)
+    finally:
+        if owned:
+            student.close()
     return summary
 
 
@@ -175,36 +201,52 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], out: Path, rejected: Path,
-               summary: TeachSummary, progress: Progress) -> None:
-    """Ask for every request not yet in ``out`` or ``rejected`` and append each result (under the lock)."""
-    for path in (out, rejected):
+               summary: TeachSummary, progress: Progress, student: StudentPreference | None = None,
+               pairs: Path | None = None) -> None:
+    """Ask for every request not yet in ``out`` or ``rejected`` and append each result (under the lock).
+
+    A group is one row's requests: one, or a factual row's candidates for the student to choose among;
+    a group is never split across batches, so its candidates arrive (or fail) together.
+    """
+    for path in (out, rejected, *([pairs] if pairs else [])):
         _repair_tail(path)
     done, seen = _done_keys(out)
     done |= _done_keys(rejected)[0]
-    todo = []
+    paired = paired_ids(pairs) if pairs else set()
+    todo: list[list[TeacherRequest]] = []
     for ex in examples:
         for request in requests_for(ex, config.counterfactual, config.seed):
             if (ex.id, request.kind) in done:
                 summary.already_done += 1
+            elif student is not None and request.kind == "factual":
+                todo.append([replace(request, candidate=i) for i in range(config.candidates)])
             else:
-                todo.append(request)
+                todo.append([request])
     summary.requested = len(todo)
     progress.start(len(todo), f"teach via {teacher.name}")
-    batches = [todo[i : i + teacher.batch_size] for i in range(0, len(todo), teacher.batch_size)]
     start = time.perf_counter()
-    with out.open("a", encoding="utf-8") as kept, rejected.open("a", encoding="utf-8") as dropped:
-        for batch, result in _run(teacher, batches):
+    with ExitStack() as files:
+        kept = files.enter_context(out.open("a", encoding="utf-8"))
+        dropped = files.enter_context(rejected.open("a", encoding="utf-8"))
+        pairs_file = files.enter_context(pairs.open("a", encoding="utf-8")) if pairs else None
+        for groups, result in _run(teacher, _batches(todo, teacher.batch_size)):
             if isinstance(result, Exception):
-                summary.failed += len(batch)
+                summary.failed += len(groups)
                 if len(summary.errors) < 5:
                     summary.errors.append(str(result))
             else:
-                for request, output in zip(batch, result):
-                    row = _output_row(request, output, teacher.name)
-                    if row.teacher_correct is not None:
-                        summary.stated += 1
-                        summary.stated_correct += row.teacher_correct
-                    reason = _verdict(row, config, seen)
+                outputs = iter(result)
+                for group in groups:
+                    rows = [_output_row(request, next(outputs), teacher.name) for request in group]
+                    for row in rows:
+                        if row.teacher_correct is not None:
+                            summary.stated += 1
+                            summary.stated_correct += row.teacher_correct
+                    if student is not None and group[0].kind == "factual":
+                        row, reason = _preferred(group[0].example, rows, config, seen, student, teacher.name,
+                                                 pairs_file, paired, summary)
+                    else:
+                        row, reason = rows[0], _verdict(rows[0], config, seen)
                     if reason is None:
                         seen.add(_norm(row.rationale or ""))
                         kept.write(_line(row))
@@ -212,30 +254,71 @@ def _write_all(config: TeachConfig, teacher: Teacher, examples: list[Example], o
                     else:
                         dropped.write(_line(row, rejected=reason))
                         summary.filtered[reason] += 1
-                kept.flush()
-                dropped.flush()
+                for handle in (pairs_file, kept, dropped):  # pairs first: a rerun redoes a row, not its pair
+                    if handle is not None:
+                        handle.flush()
             summary.wall_time_s = time.perf_counter() - start
-            progress.update(len(batch), per_minute=summary.per_minute)
-        os.fsync(kept.fileno())
-        os.fsync(dropped.fileno())
+            progress.update(len(groups), per_minute=summary.per_minute)
+        for handle in (pairs_file, kept, dropped):
+            if handle is not None:
+                os.fsync(handle.fileno())
     summary.wall_time_s = time.perf_counter() - start
 
 
-def _run(teacher: Teacher, batches: list[list[TeacherRequest]]) -> Iterator[tuple[list[TeacherRequest], object]]:
-    """Yield (batch, outputs or exception) as they complete, with ``teacher.concurrency`` in flight."""
+def _preferred(example: Example, rows: list[Example], config: TeachConfig, seen: set[str],
+               student: StudentPreference, teacher: str, pairs_file, paired: set[str],
+               summary: TeachSummary) -> tuple[Example, str | None]:
+    """The candidate the student prefers as the row (with its gain and the candidate count in ``extra``),
+    and why the filters refuse it (None: kept); its best/worst pair is appended once per id."""
+    gains: dict[str, float | None] = {}  # the same text sampled twice is scored once
+    candidates = []
+    for row in rows:
+        key = row.rationale or ""
+        if key not in gains:
+            gains[key] = student.gain(example, key)
+        candidates.append(Candidate(row, _verdict(row, config, seen), gains[key]))
+    summary.candidates += len(candidates)
+    choice = choose(candidates, f"teacher {teacher}; preferred by student {student.name}")
+    if choice.pair is not None and example.id not in paired:
+        pairs_file.write(pair_line(choice.pair))
+        paired.add(example.id)
+        summary.pairs += 1
+    top = choice.best or max(candidates, key=rank)  # all refused: the best of them goes to the rejected file
+    row = replace(top.row, extra={**top.row.extra, "student_gain": top.gain, "candidates": len(candidates)})
+    return row, top.verdict
+
+
+def _batches(groups: list[list[TeacherRequest]], size: int) -> list[list[list[TeacherRequest]]]:
+    """Groups packed into batches of at most ``size`` requests (a larger group is a batch alone)."""
+    batches: list[list[list[TeacherRequest]]] = []
+    count = 0
+    for group in groups:
+        if not batches or count + len(group) > size:
+            batches.append([])
+            count = 0
+        batches[-1].append(group)
+        count += len(group)
+    return batches
+
+
+def _run(teacher: Teacher, batches: list[list[list[TeacherRequest]]]) -> Iterator[tuple[list[list[TeacherRequest]], object]]:
+    """Yield (batch of groups, outputs or exception) as they complete, with ``teacher.concurrency`` in flight."""
+    def write(batch: list[list[TeacherRequest]]) -> list[TeacherOutput]:
+        return teacher.write([request for group in batch for request in group])
+
     if teacher.concurrency <= 1:
         for batch in batches:
             try:
-                yield batch, teacher.write(batch)
+                yield batch, write(batch)
             except RationalizerError as exc:
                 yield batch, exc
         return
-    pending: dict[Future, list[TeacherRequest]] = {}
+    pending: dict[Future, list[list[TeacherRequest]]] = {}
     queue = iter(batches)
     with ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher") as pool:
         try:
             for batch in queue:
-                pending[pool.submit(teacher.write, batch)] = batch
+                pending[pool.submit(write, batch)] = batch
                 if len(pending) >= teacher.concurrency:
                     break
             while pending:
@@ -247,7 +330,7 @@ def _run(teacher: Teacher, batches: list[list[TeacherRequest]]) -> Iterator[tupl
                         raise exc
                     next_batch = next(queue, None)
                     if next_batch is not None:
-                        pending[pool.submit(teacher.write, next_batch)] = next_batch
+                        pending[pool.submit(write, next_batch)] = next_batch
                     yield batch, exc if exc is not None else future.result()
         finally:
             for future in pending:

@@ -47,7 +47,7 @@ class ServedTeacher:
         payload: dict = {"model": self.model, "max_tokens": self.max_new_tokens, "temperature": self.temperature,
                          "stop": ["\n\n"]}
         if self.seed is not None:
-            payload["seed"] = self.seed
+            payload["seed"] = self.seed + request.candidate
         if self.api == "chat":
             payload["messages"] = chat_messages(request.example, request.target)
             reply = post_json(f"{self.base_url}/chat/completions", payload, self.api_key, self.policy)
