@@ -131,6 +131,7 @@ def _register() -> None:
     from .eval import eval_command
     from .export import export_command
     from .info import info
+    from .serve import serve_command
     from .teach import teach_command
     from .train import train_group
 
@@ -140,6 +141,7 @@ def _register() -> None:
     cli.add_command(info)
     cli.add_command(eval_command)
     cli.add_command(export_command)
+    cli.add_command(serve_command)
     cli.add_command(teach_command)
     cli.add_command(train_group)
 
