@@ -9,7 +9,7 @@ import click
 from rationalizer import Rationale, Rationalizer
 from rationalizer.backends import DEVICES, REGISTRY
 
-from .options import parse_quality, read_question, split_choices
+from .options import check_remote, parse_quality, read_question, remote_options, split_choices
 
 
 @click.command()
@@ -18,6 +18,7 @@ from .options import parse_quality, read_question, split_choices
 @click.option("--quality", "-q", help="Quality codes: a preset name, or name=level,... (default: best).")
 @click.option("--model", "-m", "model", type=click.Path(), help="Bundle folder (default: the embedded model).")
 @click.option("--backend", type=click.Choice(["auto", *REGISTRY]), default="auto", show_default=True)
+@remote_options
 @click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 512),
               help="CPU threads (default: the allowed cores other work leaves free; all up to 4, else half).")
@@ -32,9 +33,11 @@ from .options import parse_quality, read_question, split_choices
 @click.option("--stream", is_flag=True, help="Print the text as it is generated.")
 @click.option("--verbose", "-v", is_flag=True, help="Print tokens, timing and backend on stderr.")
 def ask(question: tuple[str, ...], choices: str | None, quality: str | None, model: str | None, backend: str,
-        device: str, threads: int | None, max_tokens: int | None, temperature: float, top_p: float,
-        seed: int | None, votes: int, as_json: bool, stream: bool, verbose: bool) -> None:
+        endpoint: str | None, endpoint_model: str | None, device: str, threads: int | None,
+        max_tokens: int | None, temperature: float, top_p: float, seed: int | None, votes: int, as_json: bool,
+        stream: bool, verbose: bool) -> None:
     """Answer QUESTION and explain why (use - to read the question from stdin)."""
+    check_remote(backend, endpoint, endpoint_model)
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined")
     if stream and votes > 1:
@@ -42,7 +45,8 @@ def ask(question: tuple[str, ...], choices: str | None, quality: str | None, mod
     text = read_question(question)
     options = dict(choices=split_choices(choices), quality=parse_quality(quality), max_new_tokens=max_tokens,
                    temperature=temperature, top_p=top_p, seed=seed)
-    r = Rationalizer.load(model, backend=backend, device=device, threads=threads)
+    remote = dict(endpoint=endpoint, model=endpoint_model) if backend == "http" else {}
+    r = Rationalizer.load(model, backend=backend, device=device, threads=threads, **remote)
     # Validate input before any output, so an error never follows partial text.
     r.prompt(text, options["choices"], options["quality"])
     if stream:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Callable
+
+import click
 
 from rationalizer.errors import InputError
 
@@ -31,3 +34,20 @@ def read_question(words: tuple[str, ...]) -> str:
     if not words:
         raise InputError("no question given: rationalize \"your question\" (or - to read stdin)")
     return " ".join(words)
+
+
+def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--endpoint URL`` and ``--endpoint-model NAME``: the server ``--backend http`` runs the bundle on."""
+    command = click.option("--endpoint-model", help="Model name to ask the server for (default: the first it serves).")(
+        command)
+    return click.option("--endpoint", metavar="URL",
+                        help="With --backend http: the OpenAI-compatible completions server, e.g. "
+                             "http://127.0.0.1:8080/v1 (vLLM, llama.cpp's server, rationalize serve).")(command)
+
+
+def check_remote(backend: str, endpoint: str | None, endpoint_model: str | None) -> None:
+    """A usage error unless ``--backend http`` and ``--endpoint`` come together."""
+    if backend == "http" and not endpoint:
+        raise click.UsageError("--backend http needs --endpoint URL (the server's /v1 address)")
+    if backend != "http" and (endpoint or endpoint_model):
+        raise click.UsageError("--endpoint and --endpoint-model go with --backend http")

@@ -12,10 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import BackendError
 
+T = TypeVar("T")
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -37,18 +38,68 @@ def post_json(url: str, payload: dict[str, Any], api_key: str | None = None,
     dropped connections (honouring ``Retry-After``); other HTTP errors fail at
     once with the server's message.
     """
+    return _send(url, json.dumps(payload).encode("utf-8"), api_key, policy,
+                 lambda reply: json.loads(reply.read().decode("utf-8")))
+
+
+def get_json(url: str, api_key: str | None = None, policy: RetryPolicy | None = None) -> dict[str, Any]:
+    """GET ``url`` and return the decoded JSON reply, retried as :func:`post_json` retries."""
+    return _send(url, None, api_key, policy, lambda reply: json.loads(reply.read().decode("utf-8")))
+
+
+def post_stream(url: str, payload: dict[str, Any], api_key: str | None = None,
+                policy: RetryPolicy | None = None) -> Iterator[dict[str, Any]]:
+    """POST ``payload`` and yield the JSON events of the server-sent-event reply, up to ``data: [DONE]``.
+
+    Opening the stream is retried as :func:`post_json` retries; once events have come, a dropped
+    connection or a read that waits longer than the policy's timeout is a :class:`BackendError`
+    (the events already yielded cannot be taken back). Closing the generator closes the connection,
+    which tells the server to stop generating.
+    """
+    reply = _send(url, json.dumps(payload).encode("utf-8"), api_key, policy, lambda reply: reply)
+    try:
+        for raw in reply:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue  # blank separators, comments (": ping"), event names
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except json.JSONDecodeError:
+                raise BackendError(f"{url}: a streamed event is not JSON: {data[:200]!r}") from None
+            if isinstance(event, dict) and "error" in event:
+                raise BackendError(f"{url}: the server reported an error mid-stream: {str(event['error'])[:200]}")
+            yield event
+    except (TimeoutError, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", exc) or type(exc).__name__
+        raise BackendError(f"{url}: the stream broke off ({reason})") from None
+    finally:
+        reply.close()
+
+
+def _send(url: str, body: bytes | None, api_key: str | None, policy: RetryPolicy | None,
+          read: Callable[[Any], T]) -> T:
+    """One request (POST with ``body``, else GET) with retries; ``read`` turns the open reply into the result."""
     policy = policy or RetryPolicy()
-    body = json.dumps(payload).encode("utf-8")
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     last = ""
     for attempt in range(policy.attempts):
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
         wait = min(policy.max_backoff_s, policy.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
         try:
-            with urllib.request.urlopen(request, timeout=policy.timeout_s) as reply:
-                return json.loads(reply.read().decode("utf-8"))
+            reply = urllib.request.urlopen(request, timeout=policy.timeout_s)
+            try:
+                result = read(reply)
+            except BaseException:
+                reply.close()
+                raise
+            if result is not reply:
+                reply.close()
+            return result
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:200]
             last = f"HTTP {exc.code}: {detail}"

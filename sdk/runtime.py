@@ -48,17 +48,31 @@ class Rationalizer:
         device: str = "auto",
         threads: int | None = None,
         verify: VerifyMode = "cached",
+        endpoint: str | None = None,
+        model: str | None = None,
     ) -> "Rationalizer":
         """Open a bundle (None: the embedded default model) with a backend for the device.
 
         Every weight file of the chosen format is checked against the manifest's
         size and sha256 before it is loaded (``verify``: see :mod:`rationalizer.integrity`).
+        ``backend="http"`` runs the bundle's prompts on the OpenAI-compatible completions server at
+        ``endpoint`` (``http://host:port/v1``), asking for ``model`` (default: the first it serves);
+        no weights are loaded here (see :mod:`rationalizer.backends.http`).
         """
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive integer, not {threads!r}")
         if verify not in ("cached", "full", "off"):
             raise InputError(f"verify must be 'cached', 'full' or 'off', not {verify!r}")
+        if (endpoint is not None or model is not None) and backend != "http":
+            raise InputError("endpoint and model are for backend='http'")
         bundle = Bundle.load(path)
+        if backend == "http":
+            from .backends.http import HttpBackend
+
+            if endpoint is None:
+                raise InputError("backend 'http' needs endpoint='http://host:port/v1' (--endpoint URL)")
+            remote = HttpBackend.connect(bundle, endpoint, model)
+            return cls(bundle, remote, HttpBackend.name, "remote", "remote")
         backend_cls, fmt, concrete_device = choose_backend(bundle, backend, device)
         bundle.verify(fmt, verify)
         instance = backend_cls.open(bundle, fmt, concrete_device, threads)

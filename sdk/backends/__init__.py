@@ -15,6 +15,8 @@ REGISTRY: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "llamacpp": ("rationalizer.backends.llamacpp", "LlamaCppBackend", ("gguf",), "gguf"),
     "onnx": ("rationalizer.backends.onnx", "OnnxBackend", ("onnx",), "onnx"),
     "torch": ("rationalizer.backends.hf", "TorchBackend", ("hf", "peft"), "train"),
+    # no weights of its own: it runs on a server (Rationalizer.load(..., endpoint=...)), never picked by auto
+    "http": ("rationalizer.backends.http", "HttpBackend", (), "gguf"),
 }
 Device = Literal["auto", "cpu", "cuda"]
 """Where a model runs (or trains): ``auto`` takes a usable GPU, else the CPU."""

@@ -33,6 +33,9 @@ class EvalConfig:
         "help": "Share of the student's rationale words replaced for the perturbed check.", "range": Range(0, 1)})
     bootstrap_samples: int = field(default=1000, metadata={
         "help": "Bootstrap resamples behind each confidence interval.", "range": Range(1, 10**6)})
+    concurrency: int = field(default=1, metadata={
+        "help": "Questions answered at once, on a backend whose calls run in parallel (http: a server); "
+                "the records and their order are those of a run one at a time.", "range": Range(1, 256)})
     skip_invalid: bool = field(default=False, metadata={
         "help": "Leave out (and count) the rows a model cannot take, instead of stopping before the run."})
 

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 # What a run's records depend on besides its rows, model and quality (those are hashed in full);
 # the data path, the limit and skipping are left out because their effect is in the rows chosen,
 # and the bootstrap only changes the summary, which is always computed again from the records.
-_NOT_IN_FINGERPRINT = ("data", "counterfactual", "limit", "skip_invalid", "bootstrap_samples")
+# concurrency only changes how many examples run at once, not what each record holds.
+_NOT_IN_FINGERPRINT = ("data", "counterfactual", "limit", "skip_invalid", "bootstrap_samples", "concurrency")
 
 
 @dataclass
@@ -45,7 +46,8 @@ class Evaluation:
 def run_evaluation(config: EvalConfig, bundles: Sequence[str] = ("default",), qualities: Sequence[Quality] = ("best",),
                    *, backend: str = "auto", device: str = "auto", threads: int | None = None,
                    out: str | Path | None = None, restart: bool = False,
-                   progress: Progress | None = None) -> Evaluation:
+                   progress: Progress | None = None, endpoint: str | None = None,
+                   endpoint_model: str | None = None) -> Evaluation:
     """Evaluate each of ``bundles`` ("default": the embedded model) at each of ``qualities`` on ``config.data``.
 
     The data is read before any model loads, and every row is checked against every model before
@@ -54,12 +56,16 @@ def run_evaluation(config: EvalConfig, bundles: Sequence[str] = ("default",), qu
     stopped when it is called again with the same arguments (``restart`` starts it over). With
     ``out``, the per-example JSONL, summary and chart are written there; the kept records are
     removed once the runs are done, as nothing is left to resume. ``progress`` counts each run's
-    examples anew; messages (resuming, rows skipped) go to this module's logger.
+    examples anew; messages (resuming, rows skipped) go to this module's logger. ``backend="http"``
+    runs every bundle on the server at ``endpoint`` (asking for ``endpoint_model``), ``config.concurrency``
+    questions at once.
     """
     qualities = tuple(qualities) or ("best",)
     read = read_eval_rows(config.data, config.counterfactual)  # a missing file fails before any model loads
-    models = [Rationalizer.load(None if b == "default" else b, backend=backend, device=device, threads=threads)
-              for b in (bundles or ("default",))]
+    wants_remote = backend == "http" or endpoint is not None or endpoint_model is not None
+    remote = {"endpoint": endpoint, "model": endpoint_model} if wants_remote else {}
+    models = [Rationalizer.load(None if b == "default" else b, backend=backend, device=device, threads=threads,
+                                **remote) for b in (bundles or ("default",))]
     judges = None
     try:
         checked = check_eval_rows(read, models, qualities, config.max_new_tokens, config.limit)

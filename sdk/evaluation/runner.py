@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from ..dataset import Example
 from ..errors import InputError
@@ -19,6 +21,8 @@ from .judged import consistency_of, judged_answer, plausibility_of
 from .judges import Judges
 from .store import RecordStore
 from .summary import summarize
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,24 +68,61 @@ def evaluate(model: Rationalizer, examples: list[Example], config: EvalConfig, j
                 todo.append(i)
         if len(todo) < len(examples):
             progress.update(len(examples) - len(todo))
-        for i in todo:
+
+        def make(i: int) -> dict[str, Any]:
             start = time.perf_counter()
             record = _one(model, examples[i], config, judges, quality, vocabulary, counterfactuals or {})
             # position and line first: the key for resuming, and where the question is in the data file
-            record = {"index": i, "line": lines[i] if lines is not None else None, **record,
-                      "wall_s": time.perf_counter() - start}
+            return {"index": i, "line": lines[i] if lines is not None else None, **record,
+                    "wall_s": time.perf_counter() - start}
+
+        workers = config.concurrency if model.backend_parallel else 1
+        began = time.perf_counter()
+        for i, record in in_order(make, todo, workers):
             if store is not None:
                 store.append(record)
             records[i] = record
             progress.update()
+        elapsed = time.perf_counter() - began
     finally:
         if store is not None:
             store.close()
     run = EvalRun(label, [r for r in records if r is not None])  # every one is made or kept by now
-    # the wall time is the sum of the examples' own, so a resumed run counts the work its records took
+    # the wall time is the sum of the examples' own, so a resumed run counts the work its records took;
+    # examples run side by side count the time they took together
     wall = sum(float(r.get("wall_s") or 0.0) for r in run.records)
+    if workers > 1 and todo:
+        wall += elapsed - sum(float(records[i].get("wall_s") or 0.0) for i in todo)  # type: ignore[union-attr]
     run.summary = summarize(run.records, config, model, judges, quality, label, wall, skipped=skipped)
     return run
+
+
+def in_order(fn: Callable[[int], T], items: Sequence[int], workers: int) -> Iterator[tuple[int, T]]:
+    """``(item, fn(item))`` for each item in order, ``workers`` of them computed at once in threads
+    (at most twice as many started ahead of the one awaited). A failure stops the rest: what is
+    running finishes, nothing new starts, and the error is raised."""
+    if workers <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
+    pending: deque[tuple[int, Future[T]]] = deque()
+    upcoming = iter(items)
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                item = next(upcoming, None)
+                if item is None:
+                    break
+                pending.append((item, pool.submit(fn, item)))
+            if not pending:
+                return
+            item, future = pending.popleft()
+            yield item, future.result()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
 
 
 def _one(model: Rationalizer, ex: Example, config: EvalConfig, judges: Judges, quality: Quality,
