@@ -15,6 +15,7 @@ from rationalizer.evaluation.code_effect import (describe_interval, direction_fo
 from rationalizer.manifest import Manifest
 
 from .config_options import options_from
+from .options import check_remote, remote_options
 from .reporting import new_progress
 
 
@@ -36,6 +37,7 @@ def _several_data(command: Callable[..., Any]) -> Callable[..., Any]:
 @_several_data
 @options_from(EvalConfig, exclude=("data", "faithfulness"), names={"max_new_tokens": "--max-tokens"})
 @click.option("--backend", type=click.Choice(["auto", *REGISTRY]), default="auto", show_default=True)
+@remote_options
 @click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 512))
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the eval outputs behind the numbers.")
@@ -43,8 +45,9 @@ def _several_data(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Write the effects into the bundle's manifest; codes that do not steer are no longer offered.")
 @click.option("--min-n", type=click.IntRange(1), default=100, show_default=True,
               help="With --write: a code measured on fewer paired questions is not offered, whatever its interval.")
-def codes_command(config: EvalConfig, data_files: tuple[str, ...], bundle: str, backend: str, device: str,
-                  threads: int | None, out: str | None, write: bool, min_n: int) -> None:
+def codes_command(config: EvalConfig, data_files: tuple[str, ...], bundle: str, backend: str, endpoint: str | None,
+                  endpoint_model: str | None, device: str, threads: int | None, out: str | None, write: bool,
+                  min_n: int) -> None:
     """Measure each quality code of BUNDLE: its metric at level 1 and at its top level, paired by question.
 
     A code steers when the 95% interval of the difference excludes 0 on the side the code promises
@@ -52,6 +55,7 @@ def codes_command(config: EvalConfig, data_files: tuple[str, ...], bundle: str, 
     offers only the codes that steer; the others stay in every prompt at their default level, cannot
     be asked for, and are named with the reason.
     """
+    check_remote(backend, endpoint, endpoint_model)
     if write and bundle in EMBEDDED:
         raise click.UsageError(f"--write changes the bundle's manifest; {bundle!r} is the embedded model, "
                                "give a bundle folder")
@@ -59,7 +63,8 @@ def codes_command(config: EvalConfig, data_files: tuple[str, ...], bundle: str, 
     progress = new_progress()
     try:
         effects = measure_code_effects(bundle, config, data=list(data_files) or None, backend=backend, device=device,
-                                       threads=threads, out=out, progress=progress)
+                                       threads=threads, out=out, progress=progress, endpoint=endpoint,
+                                       endpoint_model=endpoint_model)
     finally:
         progress.close()
     rows = [("code", "metric", "low", "high", "difference [95% CI]", "n", "steers")]

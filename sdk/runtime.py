@@ -97,6 +97,18 @@ class Rationalizer:
         return self.manifest.name
 
     @property
+    def backend(self) -> Any:
+        """The :class:`~rationalizer.backends.base.Backend` that runs the weights: its raw ``stream`` and
+        ``loglikelihoods`` take prompts as given, with no template (``rationalize serve``'s completions route)."""
+        return self._backend
+
+    def generation_params(self, max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
+                          seed: int | None = None) -> GenerationParams:
+        """Decoding settings checked as :meth:`rationalize` checks them (:class:`InputError` when out of range);
+        the bundle's stop strings and token budget where none is given."""
+        return self._params(max_new_tokens, temperature, top_p, seed)
+
+    @property
     def backend_parallel(self) -> bool:
         """Whether concurrent calls run in parallel (True) or take turns (False)."""
         return bool(self._backend.parallel_calls)

@@ -1,5 +1,6 @@
 """``rationalize serve`` against real clients on 127.0.0.1: the embedded default model (llama.cpp) served by
-the CLI in a subprocess, and the tiny torch bundle served in-process to see requests batch together."""
+the CLI in a subprocess (also as the server of the remote backend), and the tiny torch bundle served
+in-process to see requests batch together."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "strategyqa" / "dev.jsonl"
 KEY = "s3cret-key"
 QUESTIONS = ["Can a penguin fly?", "Is ice cold?", "Do fish live in water?", "Is the sun a star?",
              "Can dogs bark?", "Is fire hot?", "Do cows eat grass?", "Is the moon made of cheese?"]
@@ -259,6 +262,7 @@ def test_the_api_key_is_needed_everywhere_but_health(keyed_server):
         status, error = _post(keyed_server, "/v1/rationalize", question, headers)
         assert status == 401 and error["error"]["type"] == "authentication_error"
     assert _get(keyed_server, "/v1/models")[0] == 401
+    assert _post(keyed_server, "/v1/completions", {"prompt": "Hi", "max_tokens": 1})[0] == 401
     assert _get(keyed_server, "/health")[0] == 200
     auth = {"Authorization": f"Bearer {KEY}"}
     assert _post(keyed_server, "/v1/rationalize", question, auth)[0] == 200
@@ -297,6 +301,102 @@ def test_sigterm_lets_the_request_in_flight_finish():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_completions_continue_the_prompt_as_given(server, default_model):
+    question, choices = "Can a penguin fly?", ["yes", "no"]
+    local = default_model.rationalize(question, choices, max_new_tokens=12)
+    request = {"model": default_model.name, "prompt": str(default_model.prompt(question, choices)), "max_tokens": 12,
+               "temperature": 0, "stop": default_model.manifest.prompt.stop}
+    status, body = _post(server, "/v1/completions", request)
+    assert status == 200 and body["object"] == "text_completion", body
+    assert body["choices"][0]["text"] == local.text and body["choices"][0]["logprobs"] is None
+    assert body["usage"]["prompt_tokens"] == local.prompt_tokens
+    assert body["usage"]["completion_tokens"] == local.tokens_generated
+    events = _stream(server, "/v1/completions", {**request, "stream": True, "stream_options": {"include_usage": True}})
+    assert events[-1] == "[DONE]" and events[-2]["choices"] == [] and events[-2]["usage"] == body["usage"]
+    chunks = events[:-2]
+    assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks) and len(chunks) > 2
+    assert "".join(c["choices"][0]["text"] for c in chunks) == local.text
+    assert chunks[-1]["choices"][0]["finish_reason"] == body["choices"][0]["finish_reason"]
+
+
+def test_completions_force_a_token_and_give_its_log_probability(server, default_model):
+    from rationalizer.prompting import answer_context
+
+    marker = default_model.manifest.parser.marker
+    context = answer_context(default_model.prompt("Is ice cold?", ["yes", "no"]), "", marker)
+    token = default_model.backend._encoder.encode(" no", add_special=False)
+    assert len(token) == 1
+    want = default_model.backend.loglikelihoods([(context, " no")])[0][0]
+    status, body = _post(server, "/v1/completions", {"prompt": str(context), "max_tokens": 1, "logprobs": 1,
+                                                     "logit_bias": {str(token[0]): 100}})
+    assert status == 200, body
+    choice = body["choices"][0]
+    assert choice["text"] == " no" and choice["logprobs"]["tokens"] == [" no"]
+    assert choice["logprobs"]["text_offset"] == [len(context)]
+    assert abs(choice["logprobs"]["token_logprobs"][0] - want) < 1e-6
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": "Hi", "echo": True, "logprobs": 1}, "echo"),
+    ({"prompt": "Hi", "logit_bias": {"5": 3}}, "logit_bias"),
+    ({"prompt": "Hi", "logit_bias": {"5": 100}, "max_tokens": 4}, "max_tokens 1"),
+    ({"prompt": "Hi", "logit_bias": {"999999999": 100}, "max_tokens": 1}, "vocabulary"),
+    ({"prompt": "Hi", "top_k": 40}, "top_k"),
+    ({"prompt": "Hi", "max_tokens": 0}, "max_new_tokens"),
+    ({"prompt": "Hi", "temperature": "hot"}, "temperature"),
+    ({"prompt": "Hi", "n": 2}, "n must be 1"),
+    ({"prompt": "Hi", "stop": [1]}, "stop"),
+])
+def test_bad_completions_get_a_json_error(server, body, says):
+    status, error = _post(server, "/v1/completions", body)
+    assert status == 400 and says in error["error"]["message"], error
+
+
+def test_the_remote_backend_on_a_served_bundle_answers_as_the_local_one(server, default_model):
+    from rationalizer import Rationalizer
+
+    if not DEV.is_file():
+        pytest.skip(f"{DEV} is not here")
+    with DEV.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(4), f)]
+    remote = Rationalizer.load(None, backend="http", endpoint=f"{server}/v1", model=default_model.name)
+    try:
+        for row in rows:
+            local = default_model.rationalize(row["question"], row["choices"], max_new_tokens=24)
+            got = remote.rationalize(row["question"], row["choices"], max_new_tokens=24)
+            assert (got.answer, got.text, got.answer_scored) == (local.answer, local.text, local.answer_scored)
+            want = default_model.choice_logprobs(row["question"], row["choices"], local.rationale)
+            scores = remote.choice_logprobs(row["question"], row["choices"], local.rationale)
+            assert scores.keys() == want.keys()
+            assert all(abs(scores[c] - want[c]) <= 1e-4 for c in want), (scores, want)
+        assert remote._backend._scoring == "forced"  # the server refuses echo: each choice token is forced
+    finally:
+        remote.close()
+
+
+def test_codes_measures_on_a_served_bundle(server, tmp_path):
+    from click.testing import CliRunner
+
+    from rationalizer.cli.main import cli
+
+    if not DEV.is_file():
+        pytest.skip(f"{DEV} is not here")
+    data = tmp_path / "one.jsonl"
+    data.write_text(DEV.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    common = ["codes", "default", "--data", str(data), "--limit", "1", "--max-tokens", "6", "--simulator", "none",
+              "--verifier", "none"]
+    refused = CliRunner().invoke(cli, [*common, "--backend", "http"])
+    assert refused.exit_code == 2 and "--endpoint" in refused.output
+    _, before = _get(server, "/health")
+    result = CliRunner().invoke(cli, [*common, "--backend", "http", "--endpoint", f"{server}/v1", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "| accuracy |" in result.output and "| diversity |" in result.output
+    assert _get(server, "/health")[1]["served"] > before["served"]  # the generations ran on the server
 
 
 def test_requests_batch_together_on_a_batching_backend(tiny_model):

@@ -85,7 +85,8 @@ def _values(records: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, 
 def measure_code_effects(bundle: str, config: EvalConfig, codes: Sequence[str] | None = None, *,
                          data: Sequence[str] | None = None, backend: str = "auto", device: str = "auto",
                          threads: int | None = None, out: str | Path | None = None,
-                         progress: Progress | None = None) -> dict[str, CodeEffect]:
+                         progress: Progress | None = None, endpoint: str | None = None,
+                         endpoint_model: str | None = None) -> dict[str, CodeEffect]:
     """Measure each of ``codes`` (default: every code of the bundle's scheme) on its metric.
 
     Each code is evaluated greedily at level 1 and at its top level, the other codes at the
@@ -95,6 +96,7 @@ def measure_code_effects(bundle: str, config: EvalConfig, codes: Sequence[str] |
     ``config.bootstrap_samples`` and ``config.seed``). A code with no metric (:func:`metric_of`),
     a single level, or no question where its metric was measured (a judge switched off) is left out
     of the result, with a warning on this module's logger. ``out`` keeps each file's eval outputs.
+    ``endpoint`` and ``endpoint_model`` go with ``backend="http"`` (:func:`run_evaluation`'s).
     """
     # here, not at the top: `rationalize info` imports this module and needs no pipeline
     from .paired import paired_difference
@@ -141,7 +143,8 @@ def measure_code_effects(bundle: str, config: EvalConfig, codes: Sequence[str] |
     for i, path in enumerate(files):
         where = None if out is None else Path(out) / (f"{i + 1}-{Path(path).stem}" if len(files) > 1 else "")
         evaluation = run_evaluation(dataclasses.replace(judged, data=path), [bundle], selections, backend=backend,
-                                    device=device, threads=threads, out=where, progress=progress)
+                                    device=device, threads=threads, out=where, progress=progress,
+                                    endpoint=endpoint, endpoint_model=endpoint_model)
         for k, run in enumerate(evaluation.runs):
             records[k].update({f"{i}:{rec['index']}:{rec['id']}": rec for rec in run.records})
     effects: dict[str, CodeEffect] = {}

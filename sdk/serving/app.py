@@ -1,7 +1,8 @@
 """The HTTP API over a loaded :class:`~rationalizer.Rationalizer`, as a FastAPI app.
 
 Routes: ``POST /v1/rationalize`` (the ``Rationale`` JSON, or server-sent events with ``stream``),
-OpenAI's ``POST /v1/chat/completions`` and ``GET /v1/models``, and ``GET /health``. Every error is
+OpenAI's ``POST /v1/chat/completions``, ``POST /v1/completions`` (the raw model, for the remote backend:
+:mod:`.completions`) and ``GET /v1/models``, and ``GET /health``. Every error is
 ``{"error": {"message", "type"}}`` with a 4xx status for what the client can fix, 503 when the queue
 is full and 500 when the model failed.
 """
@@ -27,6 +28,7 @@ from ..errors import InputError, UserError
 from ..rationale import Rationale
 from ..runtime import Rationalizer
 from .bodies import parse_chat, parse_rationalize
+from .completions import CompletionResult, completion_body, completion_chunk, parse_completion, usage_chunk
 from .formats import DONE, ApiError, chat_chunk, chat_completion, error_body, event, finish_reason, usage
 from .scheduler import END, Scheduler, ServerBusy, Ticket
 from .settings import ServeSettings
@@ -100,6 +102,23 @@ def create_app(rationalizer: Rationalizer, settings: ServeSettings | None = None
                                                   {"role": "assistant", "content": ""}))),
             media_type="text/event-stream", headers=_STREAM_HEADERS)
 
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        job, stream = parse_completion(await read_json(request, settings.max_body_bytes))
+        ticket = scheduler.submit(job, stream)
+        completion_id, created, name = f"cmpl-{uuid.uuid4().hex}", int(time.time()), rationalizer.name
+        if not stream:
+            return JSONResponse(completion_body(await _wait(ticket), completion_id, created, name, job.prompt))
+        first = await _wait(ticket)
+
+        def final(result: CompletionResult) -> bytes:
+            last = event(completion_chunk(completion_id, created, name, "", result, job.prompt))
+            return last + event(usage_chunk(completion_id, created, name, result)) if job.include_usage else last
+
+        return StreamingResponse(
+            _relay(request, ticket, first, lambda piece: event(completion_chunk(completion_id, created, name, piece)),
+                   final), media_type="text/event-stream", headers=_STREAM_HEADERS)
+
     return app
 
 
@@ -142,8 +161,9 @@ async def _wait(ticket: Ticket) -> Any:
 
 
 async def _relay(request: Request, ticket: Ticket, first: Any, piece: Callable[[str], bytes],
-                 final: Callable[[Rationale], bytes], prefix: bytes | None = None) -> AsyncIterator[bytes]:
-    """The events of a stream: ``prefix``, each text piece, the :class:`Rationale`, then ``[DONE]``.
+                 final: Callable[[Any], bytes], prefix: bytes | None = None) -> AsyncIterator[bytes]:
+    """The events of a stream: ``prefix``, each text piece, the result (a :class:`Rationale`, a
+    completion's), then ``[DONE]``.
 
     The client is checked between pieces: once it has gone, or the response is closed for any reason,
     the ticket is cancelled and the worker stops the generation before its next token.
@@ -153,7 +173,7 @@ async def _relay(request: Request, ticket: Ticket, first: Any, piece: Callable[[
         if prefix is not None:
             yield prefix
         while item is not END:
-            yield final(item) if isinstance(item, Rationale) else piece(item)
+            yield piece(item) if isinstance(item, str) else final(item)
             if await request.is_disconnected():
                 return
             item = await ticket.get()

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import InputError, RationalizerError
 from ..runtime import Rationalizer
+from .completions import Completion, run_completion
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class ServerBusy(RationalizerError):
 
 @dataclass
 class Question:
-    """One question and how to generate for it: :meth:`Rationalizer.rationalize`'s arguments."""
+    """One question and how to generate for it: :meth:`Rationalizer.rationalize`'s arguments (a
+    :class:`~rationalizer.serving.completions.Completion` is queued the same way, and runs alone)."""
 
     question: Any
     choices: Any = None
@@ -63,7 +65,7 @@ class Ticket:
     pushes (text pieces, then the :class:`Rationale`, then :data:`END`; or an exception) and a way to
     tell the worker the client has gone."""
 
-    def __init__(self, question: Question, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, question: Question | Completion, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.question = question
         self.stream = stream
         self.cancelled = threading.Event()
@@ -136,7 +138,7 @@ class Scheduler:
             thread.join(timeout)
         self._threads.clear()
 
-    def submit(self, question: Question, stream: bool) -> Ticket:
+    def submit(self, question: Question | Completion, stream: bool) -> Ticket:
         """Queue a request (on the event loop); :class:`ServerBusy` when ``max_queue`` are already in."""
         with self._lock:
             if self.stats.in_flight >= self.max_queue:
@@ -204,7 +206,10 @@ class Scheduler:
     def _answer_one(self, ticket: Ticket) -> None:
         q = ticket.question
         try:
-            result = self.rationalizer.rationalize(q.question, q.choices, **q.generation())
+            if isinstance(q, Completion):
+                *_, result = run_completion(self.rationalizer, q)
+            else:
+                result = self.rationalizer.rationalize(q.question, q.choices, **q.generation())
         except Exception as exc:  # handed to the request's handler, which answers with an error
             ticket.push(_reported(exc))
             return
@@ -230,8 +235,9 @@ class Scheduler:
 
     def _answer_stream(self, ticket: Ticket) -> None:
         q = ticket.question
-        pieces = self.rationalizer.stream(q.question, q.choices, q.quality, q.max_new_tokens, q.temperature,
-                                          q.top_p, q.seed)
+        pieces = run_completion(self.rationalizer, q) if isinstance(q, Completion) else \
+            self.rationalizer.stream(q.question, q.choices, q.quality, q.max_new_tokens, q.temperature, q.top_p,
+                                     q.seed)
         try:
             for item in pieces:
                 if ticket.cancelled.is_set():
