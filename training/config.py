@@ -20,6 +20,7 @@ from .precision import Precision
 
 Objective = Literal["iro", "multitask"]
 Schedule = Literal["cosine", "linear", "constant"]
+PromptStyle = Literal["student", "teacher"]
 
 _COUNT = Range(1, 10**9)  # a count of rows, steps or questions
 
@@ -204,10 +205,23 @@ class DPOConfig(TrainerConfig):
     """Direct preference optimization over an SFT (or MaRio) bundle: pairs of a better and a worse rationale
     per question, ranked by MaRio's rewards over its pool (or read from pair files); the frozen reference is
     the start bundle's policy. Rounds resample the pool from the new policy (the self-improvement loop).
+    Started from a local teacher's HF folder with ``teach --prefer-student`` pairs and ``prompt_style:
+    teacher``, it is ARTE's teacher alignment; the aligned teacher is OUT/merged.
     ``batch_size`` counts pairs (each is two sequences, as TRL's DPO batch size counts them)."""
 
     sft: str = field(default="", metadata={
-        "help": "The bundle to start from (SFT or MaRio): the policy's adapter and the frozen reference."})
+        "help": "Where to start: a bundle (SFT or MaRio; the policy continues its adapter, the reference is its "
+                "policy frozen), or an HF causal LM folder such as a local teacher (ARTE: the policy is that model "
+                "with a fresh LoRA from `lora`, the reference the model itself, frozen)."})
+    prompt_style: PromptStyle = field(default="student", metadata={
+        "help": "The prompt a pair is trained under: student (the start's student prompt, the I-RO target after "
+                "it) or teacher (the few-shot prompt a local teacher is given with the gold answer, exactly as "
+                "`rationalize teach` renders it, and the rationale as the teacher writes it: pairs from `teach "
+                "--prefer-student`, to align the teacher). teacher needs `pairs`."})
+    merge: bool = field(default=False, metadata={
+        "help": "Also write merged full weights (HF safetensors) into OUT/merged; always done when `sft` is an "
+                "HF model folder, so that `rationalize teach --teacher OUT/merged` writes data with the aligned "
+                "teacher."})
     rewards: list[str] = field(default_factory=lambda: ["accuracy", "consistency"], metadata={
         "help": "Rewards that rank a question's rationales: accuracy, diversity, consistency, plausibility, "
                 "length, or 'module:function' import paths of user rewards.", "nonempty": True})
@@ -266,7 +280,10 @@ class DPOConfig(TrainerConfig):
             raise ConfigError(type(self).__name__, "rounds",
                               "must be 1 with `pairs` (later rounds sample from the policy, which needs the pool)")
         if not self.sft.strip():
-            raise ConfigError(type(self).__name__, "sft", "must name the bundle to start from (--sft)")
+            raise ConfigError(type(self).__name__, "sft", "must name the bundle or HF model folder to start from (--sft)")
+        if self.prompt_style == "teacher" and not self.pairs:
+            raise ConfigError(type(self).__name__, "prompt_style",
+                              "teacher needs `pairs` (the pool's rationales are sampled under the student prompt)")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Each round trains ``steps_per_round`` steps, however many the pairs make per epoch."""

@@ -12,6 +12,13 @@ prompt and codes), plus ``γ`` times the chosen completions' mean token NLL (TRL
 rationale-enriched DPO term). The reference is the start bundle's policy, frozen: its sequence
 log-probabilities are computed once per round, when the pairs are fixed, and looked up at each step.
 A batch holds ``batch_size`` pairs, chosen and rejected packed into one forward pass.
+
+ARTE's teacher alignment is the same loop started from a local teacher's HF folder (a fresh LoRA; the
+reference is the policy with its adapter switched off, which is exactly the start's weights) on the pairs
+``rationalize teach --prefer-student`` writes, with ``prompt_style: teacher``: each pair is tokenized under
+the few-shot prompt the teacher was given (:func:`.teachers.local.teacher_prompt`) and the completion is
+the rationale as the teacher writes it. Such a run always writes merged weights, OUT/merged, which
+``rationalize teach --teacher OUT/merged`` loads as the aligned teacher.
 """
 
 from __future__ import annotations
@@ -28,15 +35,17 @@ from rationalizer.atomic import atomic_write_text
 from rationalizer.config_file import save_config
 from rationalizer.dataset import Example
 from rationalizer.errors import UserError
-from rationalizer.manifest import ControlScheme
+from rationalizer.manifest import MANIFEST_NAME, ControlScheme
 from rationalizer.progress import Progress
-from rationalizer.prompting import CodePlacement, render_codes
+from rationalizer.prompt_text import transformers_encoder
+from rationalizer.prompting import CodePlacement, format_target, render_codes
 
 from .config import DPOConfig
 from .dpo_pairs import PreferencePair, read_pairs, write_pairs
-from .items import TrainItem, build_items
+from .items import IGNORE, TrainItem, build_items
 from .mario_pool import load_pool, pool_rows, question_key, questions_of, save_pool, teacher_samples
 from .rewards import Sample
+from .sft import Student
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +104,38 @@ def pool_pairs(pool: Sequence[Sample], cache: dict[int, dict[str, float]], weigh
     return pairs
 
 
+def teacher_items(pairs: Sequence[PreferencePair], tokenizer) -> list[TrainItem]:
+    """Per pair, its chosen then its rejected sequence under the teacher's prompt for the gold answer
+    (:func:`.teachers.local.teacher_prompt`, encoded as :class:`.teachers.local.LocalTeacher` encodes it),
+    the completion being the rationale and answer marker as the teacher writes them, then EOS."""
+    from .teachers.local import teacher_prompt
+
+    encoder = transformers_encoder(tokenizer)
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    # the plain few-shot text ends "Explanation:" and its demos continue with a space; a chat turn starts bare
+    lead = "" if getattr(tokenizer, "chat_template", None) else " "
+    items = []
+    for p in pairs:
+        prompt = encoder.encode(teacher_prompt(tokenizer, Example(p.id, p.question, p.answer, p.choices), p.answer))
+        for text, answer in ((p.chosen, p.chosen_answer), (p.rejected, p.rejected_answer)):
+            completion = encoder.encode(lead + format_target(text, answer or p.answer), add_special=False) + end
+            items.append(TrainItem(prompt + completion, [IGNORE] * len(prompt) + completion, 1.0, "factual"))
+    return items
+
+
 def pair_items(pairs: Sequence[PreferencePair], tokenizer, template, max_length: int, codes: str = "",
-               placement: CodePlacement = "user") -> tuple[list[PairItem], list[PreferencePair]]:
-    """The pairs as token sequences built as SFT and MaRio build theirs (:func:`.items.build_items`), and
-    the pairs kept: a pair goes when either sequence is longer than ``max_length``."""
-    examples = [Example(p.id, p.question, answer or p.answer, p.choices, text)
-                for p in pairs for text, answer in ((p.chosen, p.chosen_answer), (p.rejected, p.rejected_answer))]
-    items, _ = build_items(examples, tokenizer, template, "iro", max_length=10**9,
-                           codes=[codes] * len(examples) if codes else None, placement=placement)
+               placement: CodePlacement = "user",
+               style: str = "student") -> tuple[list[PairItem], list[PreferencePair]]:
+    """The pairs as token sequences, and the pairs kept: a pair goes when either sequence is longer than
+    ``max_length``. The student style builds them as SFT and MaRio build theirs (:func:`.items.build_items`),
+    the teacher style as :func:`teacher_items` does (``template`` and codes unused)."""
+    if style == "teacher":
+        items = teacher_items(pairs, tokenizer)
+    else:
+        examples = [Example(p.id, p.question, answer or p.answer, p.choices, text) for p in pairs
+                    for text, answer in ((p.chosen, p.chosen_answer), (p.rejected, p.rejected_answer))]
+        items, _ = build_items(examples, tokenizer, template, "iro", max_length=10**9,
+                               codes=[codes] * len(examples) if codes else None, placement=placement)
     out, kept = [], []
     for pair, chosen, rejected in zip(pairs, items[0::2], items[1::2]):
         if max(len(chosen.input_ids), len(rejected.input_ids)) <= max_length:
@@ -162,6 +195,62 @@ def dpo_pair_loss(model, pairs: Sequence[PairItem], reference, beta: float, gamm
     return loss, int(batch.targets.numel())
 
 
+class StartWeights:
+    """The policy with its LoRA switched off, the frozen reference of a run started from an HF model: the
+    start's exact weights without a second copy of the model (its base weights never train)."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def eval(self) -> "StartWeights":
+        """Already evaluated in eval mode, call by call."""
+        return self
+
+    def to(self, device) -> "StartWeights":
+        """The policy's device is the reference's."""
+        return self
+
+    def __call__(self, **inputs):
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.policy.disable_adapter():
+                return self.policy(**inputs)
+        finally:
+            self.policy.train(was_training)
+
+
+def hf_start(spec: str) -> Path | None:
+    """``spec`` as an HF causal LM folder (``config.json``, no bundle manifest); None: a bundle."""
+    from rationalizer.bundle import EMBEDDED
+
+    folder = Path(spec).expanduser()
+    if spec in EMBEDDED or not folder.is_dir() or (folder / MANIFEST_NAME).exists():
+        return None
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--sft {spec}: {folder} holds neither {MANIFEST_NAME} (a bundle) nor config.json "
+                        "(an HF model folder)")
+    return folder.resolve()
+
+
+def load_start(config: DPOConfig) -> tuple[Student, Any, ControlScheme]:
+    """(trainable policy, frozen reference, control scheme) of the start ``config.sft``: a bundle's policy
+    and its merged copy (:func:`.mario.load_policy`), or an HF model with a fresh LoRA and itself."""
+    from .items import template_for
+    from .mario import load_policy
+    from .sft import with_fresh_lora
+
+    folder = hf_start(config.sft)
+    if folder is None:
+        scheme: ControlScheme = Bundle.load(config.sft).manifest.control
+        student, reference = load_policy(config.sft)
+        return student, reference, scheme
+    model, tokenizer = with_fresh_lora(folder, config.lora)
+    for adapter_config in model.peft_config.values():
+        adapter_config.base_model_name_or_path = str(folder)  # the adapter names the folder, not a hub id
+    return Student(model, tokenizer, template_for(tokenizer), str(folder)), StartWeights(model), ControlScheme()
+
+
 def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None = None) -> Path:
     """Run the rounds and write the bundle to ``config.out`` (see the module docstring).
 
@@ -177,7 +266,7 @@ def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None
 
     from .bundle_out import write_bundle
     from .loop import _log, rewind_log, run_training
-    from .mario import load_policy, sample_policy, score_pool
+    from .mario import sample_policy, score_pool
     from .plots import plot_metrics
     from .precision import autocast_factory, choose_precision
     from .rewards import build_rewards
@@ -188,10 +277,9 @@ def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None
     set_seed(config.seed)
     # a bad pair file is refused before any model loads
     given = [p for path in config.pairs for p in read_pairs(path)] if config.pairs else None
-    start = Bundle.load(config.sft)
-    scheme: ControlScheme = start.manifest.control  # a MaRio bundle stays steerable, trained on its best codes
-    codes = render_codes(scheme, scheme.default) if scheme.rewards else ""
-    student, reference = load_policy(config.sft)
+    student, reference, scheme = load_start(config)
+    from_hf = hf_start(config.sft) is not None
+    codes = render_codes(scheme, scheme.default) if scheme.rewards else ""  # a MaRio bundle stays steerable
     # the device without an Accelerator: accelerate's process-wide state takes the mixed precision of the
     # first one built, so a probe without it would refuse the bf16 one each round builds
     device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -240,7 +328,7 @@ def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None
             row["pool"] = len(pool)
             pairs = pool_pairs(pool, cache, config.weight_of, config.min_margin)
         items, pairs = pair_items(pairs, student.tokenizer, student.template, config.max_length, codes,
-                                  scheme.placement)
+                                  scheme.placement, config.prompt_style)
         if not items:
             raise UserError(f"round {round_no}: no preference pairs (no question has two usable rationales "
                             f"{config.min_margin} apart in combined score): lower min_margin, sample more per "
@@ -274,11 +362,13 @@ def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None
         atomic_write_text(progress_file, json.dumps({"rounds": round_no, "pairs_per_round": per_round}))
     write_bundle(out, student.model, student.tokenizer, name=out.name, base=student.base, template=student.template,
                  control=scheme, provenance={"trainer": "dpo", "stage": "dpo", "start": config.sft,
+                                             "start_kind": "hf" if from_hf else "bundle",
+                                             "prompt_style": config.prompt_style,
                                              "pairs": list(config.pairs) if config.pairs else "pool",
                                              "rewards": config.rewards, "reward_weights": config.reward_weights,
                                              "min_margin": config.min_margin, "beta": config.beta,
                                              "gamma": config.gamma, "rounds": config.rounds,
                                              "pairs_per_round": per_round, "questions": len(questions)},
-                 max_new_tokens=config.max_new_tokens)
+                 merge=config.merge or from_hf, max_new_tokens=config.max_new_tokens)
     plot_metrics(log, out / "metrics.png")
     return out

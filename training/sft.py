@@ -20,7 +20,7 @@ from rationalizer.config_file import save_config
 from rationalizer.dataset import Example
 from rationalizer.progress import Progress
 
-from .config import SFTConfig
+from .config import LoraSettings, SFTConfig
 from .precision import choose_precision
 from .items import TrainItem, build_items, template_for
 
@@ -37,25 +37,29 @@ class Student:
     base: str
 
 
-def load_student(config: SFTConfig) -> Student:
-    """Base model (fp32 master weights) with a fresh LoRA adapter."""
+def with_fresh_lora(path, settings: LoraSettings) -> tuple[Any, Any]:
+    """(the HF causal LM in ``path`` in fp32 master weights with a fresh LoRA adapter, its tokenizer)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .base_student import resolve_or_build
-
-    path = resolve_or_build(config.base)
     # local files only: nothing is downloaded at run time, and a missing base must not look like a network error
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32,
                                                  local_files_only=True)
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
-    return Student(get_peft_model(model, lora), tokenizer, template_for(tokenizer, objective=config.objective),
-                   config.base)
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=settings.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), tokenizer
+
+
+def load_student(config: SFTConfig) -> Student:
+    """Base model (fp32 master weights) with a fresh LoRA adapter."""
+    from .base_student import resolve_or_build
+
+    model, tokenizer = with_fresh_lora(resolve_or_build(config.base), config.lora)
+    return Student(model, tokenizer, template_for(tokenizer, objective=config.objective), config.base)
 
 
 def read_training_files(paths: list[str], limit: int | None, drop_teacher_incorrect: bool = True,

@@ -14,6 +14,7 @@ import math
 from typing import Sequence
 
 from rationalizer.backends.stop_ids import hf_stop_token_ids
+from rationalizer.dataset import Example
 from rationalizer.errors import UserError
 from rationalizer.prompt_text import Prompt, transformers_encoder
 
@@ -36,6 +37,15 @@ def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> Prompt:
         before, _, rendered = rendered.partition(sentinel)
         parts += [(before, True), (message["content"], False)]
     return Prompt(parts + [(rendered, True)])
+
+
+def teacher_prompt(tokenizer, example: Example, answer: str) -> str:
+    """What a local teacher is given to explain ``answer`` for ``example``: the model's chat template over
+    the few-shot messages when it has one (a :class:`Prompt` whose message contents are untrusted data),
+    else the plain few-shot text. ARTE's DPO (``prompt_style: teacher``) trains on this same prompt."""
+    if getattr(tokenizer, "chat_template", None):
+        return chat_prompt(tokenizer, chat_messages(example, answer))
+    return completion_prompt(example, answer)
 
 
 class LocalTeacher:
@@ -69,11 +79,8 @@ class LocalTeacher:
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
 
     def render(self, request: TeacherRequest, answer: str) -> str:
-        """The prompt text: the model's chat template when it has one (a :class:`Prompt` whose message
-        contents are untrusted data), else the plain few-shot text."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return chat_prompt(self.tokenizer, chat_messages(request.example, answer))
-        return completion_prompt(request.example, answer)
+        """The prompt text for explaining ``answer`` (:func:`teacher_prompt`)."""
+        return teacher_prompt(self.tokenizer, request.example, answer)
 
     def write(self, requests: Sequence[TeacherRequest]) -> list[TeacherOutput]:
         """Rationales for a batch of requests."""
