@@ -21,7 +21,10 @@ def export_command(config: ExportConfig) -> None:
     \b
       rationalize export runs/student --gguf q8_0,q4_k_m --onnx int8 --out exports/
       rationalize export default --gguf f16,q8_0 --onnx fp32,int8 --out exports/ --dev dev.jsonl
+      rationalize export default --onnx genai-fp32,genai-int4 --genai-algo k_quant --out exports/
 
+    genai-* types go through onnxruntime-genai's model builder (its fused graph and
+    genai_config.json; the SDK's ONNX backend and onnxruntime-genai both run them).
     Each output is one bundle folder in OUT (gguf-q8_0, onnx-int8...) that
     `rationalize --model OUT/gguf-q8_0` loads. A failed or killed export
     leaves no partial bundle behind.

@@ -22,7 +22,9 @@ from rationalizer.progress import Progress, or_silent
 from .bundles import export_manifest, publish, remove_own, remove_stale, temp_folder, weight_entry
 from .config import ExportConfig
 from .fidelity import FidelityRow, fidelity_rows, write_report
-from .formats import FLOAT_TYPES, LORA
+from .formats import FLOAT_TYPES, GENAI_TYPES, LORA
+from .genai_export import build_genai, file_role
+from .genai_tokenizer import genai_token_ids
 from .gguf_convert import write_lora_gguf, write_model_gguf
 from .gguf_quantize import quantize_gguf
 from .onnx_export import export_onnx_fp32, quantize_onnx
@@ -104,7 +106,7 @@ class _Run:
 
 def _versions() -> dict[str, str]:
     found = {}
-    for dist in ("gguf", "llama-cpp-python", "optimum", "optimum-onnx", "onnxruntime", "transformers", "torch"):
+    for dist in ("gguf", "llama-cpp-python", "optimum", "optimum-onnx", "onnxruntime", "onnxruntime-genai", "transformers", "torch"):
         try:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -252,6 +254,9 @@ def _onnx_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
     results = []
     fp32_dir = run.work / "onnx-fp32"
     for kind in kinds:
+        if kind in GENAI_TYPES:
+            results.append(_genai_model(run, kind))
+            continue
         started = time.perf_counter()
         if not fp32_dir.exists():
             logger.info("ONNX: exporting with optimum (decoder with KV cache)")
@@ -274,6 +279,34 @@ def _onnx_models(run: _Run, kinds: list[str]) -> list[ExportResult]:
             require_faithful("ONNX fp32", check, F32_TOLERANCE)
         results.append(run.finish(label, temp, "onnx", kind, files, check, started))
     return results
+
+
+def _genai_model(run: _Run, kind: str) -> ExportResult:
+    """One onnxruntime-genai builder export, verified through the ONNX backend like the optimum ones."""
+    from rationalizer.backends.onnx import OnnxBackend
+
+    started = time.perf_counter()
+    label = f"onnx-{kind}"
+    logger.info("%s: running onnxruntime-genai's model builder", label)
+    temp = temp_folder(run.out, label)
+    with native_output_silenced():
+        paths = build_genai(run.source.hf_dir, temp, kind, run.config.genai, run.work / "genai-cache")
+    files = sorted((weight_entry(temp, p, file_role(p), kind) for p in paths), key=lambda wf: wf.role != "model")
+    backend = OnnxBackend.open(Bundle(temp, export_manifest(run.manifest, "onnx", files, {})), "onnx", "cpu",
+                               run.config.threads)
+    try:
+        check = check_onnx(run.reference, run.prompts, backend)
+        ids = [backend.encode(p) for p in run.prompts]
+    finally:
+        backend.close()
+    # the same bundle must read the same in onnxruntime-genai, its other runtime
+    genai_ids = genai_token_ids(temp, run.prompts)
+    if genai_ids is not None and genai_ids != ids:
+        raise UserError(f"{label}: onnxruntime-genai's tokenizer gives other ids than the ONNX backend's")
+    if kind == "genai-fp32":
+        require_faithful("ONNX genai-fp32", check, F32_TOLERANCE)
+    extra = {"builder": asdict(run.config.genai), "genai_tokenizer_identical": genai_ids == ids if genai_ids else None}
+    return run.finish(label, temp, "onnx", kind, files, check, started, extra)
 
 
 def _onnx_role(path: Path) -> str:

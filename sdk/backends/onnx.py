@@ -4,7 +4,10 @@ Only onnxruntime, tokenizers and numpy are used at run time: no torch,
 transformers or optimum. The model is the one optimum exports for
 ``text-generation-with-past`` (inputs ``input_ids``, ``attention_mask``,
 optionally ``position_ids``, and ``past_key_values.N.key/value``; outputs
-``logits`` and ``present.N.key/value``).
+``logits`` and ``present.N.key/value``), or the one onnxruntime-genai's model
+builder writes (the same names, no ``position_ids``: its GroupQueryAttention
+derives the positions and ``seqlens_k`` from the attention mask, and declares the
+head size symbolically, read here from ``genai_config.json``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,24 @@ def _json(path: Path, name: str | None = None) -> dict:
     return data
 
 
+def _kv_shape(shape: list, config: dict) -> tuple[int, int]:
+    """(KV heads, head size) of a ``past_key_values`` input: its own dims where they are numbers, else the
+    model config's (the builder names the head size ``kv_cache_dim``)."""
+    dims = []
+    for index, keys in ((1, ("num_key_value_heads", "num_attention_heads")), (3, ("head_size", "head_dim"))):
+        dim = shape[index] if len(shape) == 4 else None
+        if not isinstance(dim, int):
+            dim = next((config[k] for k in keys if isinstance(config.get(k), int)), None)
+            if dim is None and index == 3 and isinstance(config.get("hidden_size"), int) \
+                    and isinstance(config.get("num_attention_heads"), int) and config["num_attention_heads"] > 0:
+                dim = config["hidden_size"] // config["num_attention_heads"]
+        if not isinstance(dim, int) or dim < 1:
+            raise ModelFileError(f"the ONNX model's KV cache shape {shape} has a symbolic dimension {index} and no "
+                                 "genai_config.json or config.json gives it")
+        dims.append(dim)
+    return dims[0], dims[1]
+
+
 class OnnxBackend(SteppingBackend):
     """Runs an exported ONNX decoder on CPU, or on CUDA with onnxruntime-gpu."""
 
@@ -58,7 +79,7 @@ class OnnxBackend(SteppingBackend):
     parallel_calls = False
 
     def __init__(self, session, tokenizer, stop_ids: set[int], context_length: int, pad_id: int = 0,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, model_config: dict | None = None) -> None:
         np, _, _ = _imports()
         super().__init__(tokenizer, tokenizers_encoder(tokenizer), stop_ids, context_length, pad_id, batch_size)
         self._np = np
@@ -69,12 +90,15 @@ class OnnxBackend(SteppingBackend):
         if "input_ids" not in inputs or not self._past_names:
             raise ModelFileError("the ONNX model is not a decoder with KV cache (inputs input_ids and past_key_values.*)")
         first = inputs[self._past_names[0]]
-        self._kv_heads, self._head_dim = int(first.shape[1]), int(first.shape[3])
+        self._kv_heads, self._head_dim = _kv_shape(first.shape, model_config or {})
         self._kv_dtype = np.dtype(_NUMPY_TYPES.get(first.type, "float32"))
         self._has_positions = "position_ids" in inputs
         self._has_mask = "attention_mask" in inputs
         self._present_names = [n.replace("past_key_values", "present") for n in self._past_names]
         # left padding needs explicit positions; a graph without position_ids runs one prompt at a time
+        # (the builder's GroupQueryAttention takes every row's tokens as starting at position 0 of its
+        # cache: a left-padded row then gets other positions and attends to its padding; measured on the
+        # tiny test model, logits off by 0.36 where one row alone matches HF to 1e-7)
         self.max_batch_size = batch_size if self._has_positions else 1
 
     @classmethod
@@ -118,11 +142,16 @@ class OnnxBackend(SteppingBackend):
                 raise ModelFileError(f"{tokenizer_path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
             config = _json(view / "config.json", str(folder / "config.json"))
             generation = _json(view / "generation_config.json", str(folder / "generation_config.json"))
-        stop_ids = stop_token_ids([config.get("eos_token_id"), generation.get("eos_token_id")],
-                                  bundle.manifest.prompt.stop, tokenizer.token_to_id)
+            genai = _json(view / "genai_config.json", str(folder / "genai_config.json")).get("model")
+        genai = genai if isinstance(genai, dict) else {}
+        eos_fields = [config.get("eos_token_id"), generation.get("eos_token_id"), genai.get("eos_token_id")]
+        stop_ids = stop_token_ids(eos_fields, bundle.manifest.prompt.stop, tokenizer.token_to_id)
         pad = config.get("pad_token_id")
         pad_id = int(pad) if isinstance(pad, int) else min(stop_ids, default=0)
-        return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length, pad_id)
+        decoder = genai.get("decoder") if isinstance(genai.get("decoder"), dict) else {}
+        shapes = {**config, **{k: decoder[k] for k in ("num_key_value_heads", "head_size") if k in decoder}}
+        return cls(session, tokenizer, stop_ids, bundle.manifest.generation.context_length, pad_id,
+                   model_config=shapes)
 
     def empty_past(self, batch: int = 1) -> dict:
         """A KV cache holding no tokens, for ``batch`` rows."""

@@ -21,7 +21,8 @@ class BenchConfig:
     device: Literal["all", "cpu", "cuda"] = field(default="all", metadata={
         "help": "Where to measure: all is the CPU and, where one is usable, the GPU."})
     peers: bool = field(default=True, metadata={
-        "help": "Also run the raw peers (llama-cpp-python, optimum, transformers) on the same weights."})
+        "help": "Also run the raw peers (llama-cpp-python, optimum, onnxruntime-genai, transformers) on the same "
+                "weights."})
     timeout_s: int = field(default=900, metadata={"help": "Seconds one measurement may take.",
                                                   "range": Range(1, 86_400)})
 

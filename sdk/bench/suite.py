@@ -2,7 +2,8 @@
 
 For each bundle the SDK runs it with every backend that takes its format, on
 the CPU and (where one is usable) the GPU; peers run the same weights: raw
-llama-cpp-python for GGUF, optimum's ``ORTModelForCausalLM.generate`` for ONNX,
+llama-cpp-python for GGUF, optimum's ``ORTModelForCausalLM.generate`` for ONNX (onnxruntime-genai's
+own ``Generator`` loop for exports of its model builder, where it is installed),
 transformers ``generate`` for HF weights (and for the fp32 source of an ONNX
 export, when it is on disk). Each measurement runs in its own process.
 """
@@ -121,6 +122,8 @@ def _jobs(plan: BenchConfig, bundles: list[str | None]) -> list[tuple[BenchRow, 
                 continue
             peers = {"gguf": ["llama-cpp-python"], "onnx": ["optimum", "transformers"], "hf": ["transformers"],
                      "peft": []}[fmt]
+            if fmt == "onnx" and _genai_bundle(files):  # optimum cannot run the builder's fused graph
+                peers = ["onnxruntime-genai", "transformers"] if _genai_importable() else ["transformers"]
             for peer in peers:
                 spec, peer_size = {**base, "runner": peer}, size
                 if peer == "transformers":
@@ -138,6 +141,17 @@ def _jobs(plan: BenchConfig, bundles: list[str | None]) -> list[tuple[BenchRow, 
     return jobs
 
 
+def _genai_bundle(files: list) -> bool:
+    """True for an export of onnxruntime-genai's model builder (it lists a ``genai_config.json``)."""
+    return any(Path(wf.path).name == "genai_config.json" for wf in files)
+
+
+def _genai_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime_genai") is not None
+
+
 def _gpu(backend: str) -> bool:
     try:
         return backend_class(backend).gpu_available()
@@ -146,6 +160,14 @@ def _gpu(backend: str) -> bool:
 
 
 def _peer_gpu(peer: str) -> bool:
+    if peer == "onnxruntime-genai":  # its CPU wheel has no CUDA; onnxruntime-genai-cuda is another package
+        import importlib.metadata
+
+        try:
+            importlib.metadata.version("onnxruntime-genai-cuda")
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
     return _gpu({"llama-cpp-python": "llamacpp", "optimum": "onnx", "transformers": "torch"}[peer])
 
 

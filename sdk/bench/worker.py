@@ -2,7 +2,7 @@
 
 A fresh process per runner gives each its own load time and peak RSS, with no
 model of another runner in memory. The spec names the runner (``sdk``,
-``llama-cpp-python``, ``optimum``, ``transformers``) and what it runs; the last
+``llama-cpp-python``, ``optimum``, ``transformers``, ``onnxruntime-genai``) and what it runs; the last
 line of stdout is the result as JSON.
 
 Every runner gets the same prompt text (rendered by the bundle's template) and
@@ -152,7 +152,54 @@ def _transformers(spec: dict[str, Any]) -> dict[str, Any]:
         return _hf_generate(model, tokenizer, spec, load, lambda x: x.to(device))
 
 
-RUNNERS = {"sdk": _sdk, "llama-cpp-python": _llama_cpp, "optimum": _optimum, "transformers": _transformers}
+def _genai(spec: dict[str, Any]) -> dict[str, Any]:
+    """onnxruntime-genai's own Generator on a builder export: the SDK's prompt ids, greedy, its own loop."""
+    import onnxruntime_genai as og
+
+    from tokenizers import Tokenizer
+
+    from rationalizer import Bundle
+    from rationalizer.prompt_text import tokenizers_encoder
+
+    folder = Bundle.load(spec["bundle"]).main_file("onnx").parent
+    story, questions, _stop, budget = _prompts(spec["bundle"])
+    encoder = tokenizers_encoder(Tokenizer.from_file(str(folder / "tokenizer.json")))  # the ids the SDK feeds
+    story_ids, question_ids = encoder.encode(story), [encoder.encode(q) for q in questions]
+    start = time.perf_counter()
+    config = og.Config(str(folder))
+    config.clear_providers()
+    if spec["device"] == "cuda":
+        config.append_provider("cuda")
+    threads = {"intra_op_num_threads": spec["threads"], "inter_op_num_threads": 1}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": threads}}}))
+    model = og.Model(config)
+    load = time.perf_counter() - start
+
+    def run(ids: list[int], tokens: int) -> tuple[int, float, float, float]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(ids) + tokens)
+        begin = time.perf_counter()
+        generator = og.Generator(model, params)
+        generator.append_tokens(ids)  # the prefill, which also yields the first token's logits
+        first, n = None, 0
+        while not generator.is_done():
+            generator.generate_next_token()
+            n += 1
+            first = first or time.perf_counter()
+        end = time.perf_counter()
+        speed = (n - 1) / (end - first) if first and n > 1 else 0.0
+        return n, (first or end) - begin, speed, end - begin
+
+    run(question_ids[0], 4)
+    runs = [run(story_ids, spec["tokens"]) for _ in range(spec["reps"])]
+    latency = [run(ids, budget)[3] for ids in question_ids]
+    return {"load_s": load, "ttft_s": statistics.median(r[1] for r in runs),
+            "decode_tok_s": statistics.median(r[2] for r in runs), "generated": runs[0][0],
+            "latency_s": statistics.mean(latency)}
+
+
+RUNNERS = {"sdk": _sdk, "llama-cpp-python": _llama_cpp, "optimum": _optimum, "transformers": _transformers,
+           "onnxruntime-genai": _genai}
 
 
 def main() -> None:
