@@ -130,9 +130,9 @@ class SFTConfig(TrainerConfig):
 
 
 @dataclass
-class MarioConfig(TrainerConfig):
-    """Multi-reward training (MaRio/Quark) on top of an SFT bundle: the policy starts from ``sft`` and the
-    frozen reference is that same SFT model."""
+class PoolConfig(TrainerConfig):
+    """What MaRio and DPO share: a start bundle, MaRio's pool (the teacher's rationales of the training
+    questions plus the policy's samples each round) and the rewards that score it."""
 
     sft: str = field(default="", metadata={"help": "The SFT bundle folder to start from (policy and frozen reference)."})
     rewards: list[str] = field(
@@ -148,17 +148,9 @@ class MarioConfig(TrainerConfig):
     question_limits: list[int] | None = field(default=None, metadata={
         "help": "Per training file, its first N questions with all their rationales (0: all); overrides the "
                 "row limits `train_limit` and `train_limits`.", "range": Range(0, 10**9)})
-    bins: int = field(default=5, metadata={
-        "help": "Equal-count bins per reward, cut within each data source; each bin is a control-code level "
-                "(accuracy is always two levels: wrong, right).", "range": Range(2, 20)})
-    code_placement: CodePlacement = field(default="response", metadata={
-        "help": "Where the codes go: response (the start of the answer, right before the rationale, as MaRio "
-                "places them) or user (before the question)."})
-    code_words: dict[str, list[str]] | None = field(default=None, metadata={
-        "help": "Per reward, the text of each level (level 1 first) written in place of `<name:level>`: words "
-                "the student already reads, such as 'Explain in one short sentence.' for the top length level "
-                "(config file only)."})
-    rounds: int = field(default=2, metadata={"help": "Sample-score-train rounds.", "range": Range(1, 10_000)})
+    rounds: int = field(default=2, metadata={
+        "help": "Sample-score-train rounds; each round after the first samples from the new policy.",
+        "range": Range(1, 10_000)})
     samples_per_question: int = field(default=4, metadata={
         "help": "Rationales sampled per question each round (0: the teacher's rationales only).",
         "range": Range(0, 1024)})
@@ -169,12 +161,6 @@ class MarioConfig(TrainerConfig):
     sample_top_p: float = field(default=0.9, metadata={"help": "Top-p of the policy's samples.",
                                                        "range": Range(0, 1, low_open=True)})
     steps_per_round: int = field(default=50, metadata={"help": "Optimizer steps per round.", "range": _COUNT})
-    beta: float = field(default=0.05, metadata={"help": "Weight of KL(policy || reference).", "range": Range(0, 1000)})
-    gamma: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus.", "range": Range(0, 1000)})
-    reference_top_k: int = field(default=64, metadata={
-        "help": "With packing: the frozen reference's top-k next-token log-probabilities (and the remaining mass) "
-                "computed once per round for the KL term; 0: the reference's forward pass at every step, exact KL.",
-        "range": Range(0, 10_000_000)})
     length_target: int | None = field(default=None, metadata={
         "help": "Target rationale length in words for the 'length' reward.", "range": Range(1, 100_000)})
 
@@ -183,6 +169,39 @@ class MarioConfig(TrainerConfig):
         if self.question_limits is not None and len(self.question_limits) != len(self.train):
             raise ConfigError(type(self).__name__, "question_limits",
                               f"has {len(self.question_limits)} entries for {len(self.train)} training files")
+        if not self.sft.strip():
+            raise ConfigError(type(self).__name__, "sft",
+                              "must name the SFT bundle (or, for DPO, an HF model folder) to start from (--sft)")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Each round trains ``steps_per_round`` steps, however many the pool makes per epoch."""
+        return self.steps_per_round
+
+
+@dataclass
+class MarioConfig(PoolConfig):
+    """Multi-reward training (MaRio/Quark) on top of an SFT bundle: the policy starts from ``sft`` and the
+    frozen reference is that same SFT model."""
+
+    bins: int = field(default=5, metadata={
+        "help": "Equal-count bins per reward, cut within each data source; each bin is a control-code level "
+                "(accuracy is always two levels: wrong, right).", "range": Range(2, 20)})
+    code_placement: CodePlacement = field(default="response", metadata={
+        "help": "Where the codes go: response (the start of the answer, right before the rationale, as MaRio "
+                "places them) or user (before the question)."})
+    code_words: dict[str, list[str]] | None = field(default=None, metadata={
+        "help": "Per reward, the text of each level (level 1 first) written in place of `<name:level>`: words "
+                "the student already reads, such as 'Explain in one short sentence.' for the top length level "
+                "(config file only)."})
+    beta: float = field(default=0.05, metadata={"help": "Weight of KL(policy || reference).", "range": Range(0, 1000)})
+    gamma: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus.", "range": Range(0, 1000)})
+    reference_top_k: int = field(default=64, metadata={
+        "help": "With packing: the frozen reference's top-k next-token log-probabilities (and the remaining mass) "
+                "computed once per round for the KL term; 0: the reference's forward pass at every step, exact KL.",
+        "range": Range(0, 10_000_000)})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for name, words in (self.code_words or {}).items():
             from .binning import BINARY_REWARDS
 
@@ -192,16 +211,10 @@ class MarioConfig(TrainerConfig):
             if len(words) != levels or not all(w.strip() for w in words):
                 raise ConfigError(type(self).__name__, "code_words",
                                   f"{name!r} needs {levels} non-empty texts, one per level, not {len(words)}")
-        if not self.sft.strip():
-            raise ConfigError(type(self).__name__, "sft", "must name the SFT bundle to start from (--sft)")
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """Each round trains ``steps_per_round`` steps, however many the pool makes per epoch."""
-        return self.steps_per_round
 
 
 @dataclass
-class DPOConfig(TrainerConfig):
+class DPOConfig(PoolConfig):
     """Direct preference optimization over an SFT (or MaRio) bundle: pairs of a better and a worse rationale
     per question, ranked by MaRio's rewards over its pool (or read from pair files); the frozen reference is
     the start bundle's policy. Rounds resample the pool from the new policy (the self-improvement loop).
@@ -234,41 +247,17 @@ class DPOConfig(TrainerConfig):
     pairs: list[str] | None = field(default=None, metadata={
         "help": "Preference pair files (JSONL: id, question, choices, answer, chosen, rejected) to train on "
                 "instead of pairs from the pool; the training files are then not read."})
-    judge: str = field(default="default", metadata={
-        "help": "Simulator/verifier model for consistency and plausibility: 'default' or a bundle folder.",
-        "nonempty": True})
-    drop_teacher_incorrect: bool = field(default=False, metadata={
-        "help": "Leave teacher rationales marked `teacher_correct: false` out of the pool (by default they stay, "
-                "with the teacher's answer: natural rejected rationales)."})
-    question_limits: list[int] | None = field(default=None, metadata={
-        "help": "Per training file, its first N questions with all their rationales (0: all); overrides the "
-                "row limits `train_limit` and `train_limits`.", "range": Range(0, 10**9)})
     rounds: int = field(default=1, metadata={
         "help": "Sample-score-pair-train rounds; each round after the first samples from the new policy.",
         "range": Range(1, 10_000)})
-    samples_per_question: int = field(default=4, metadata={
-        "help": "Rationales sampled per question each round (0: the teacher's rationales only).",
-        "range": Range(0, 1024)})
-    questions_per_round: int | None = field(default=None, metadata={
-        "help": "Questions sampled from the policy each round (default: every training question).", "range": _COUNT})
-    sample_temperature: float = field(default=1.0, metadata={"help": "Temperature of the policy's samples.",
-                                                             "range": Range(0, 5, low_open=True)})
-    sample_top_p: float = field(default=0.9, metadata={"help": "Top-p of the policy's samples.",
-                                                       "range": Range(0, 1, low_open=True)})
-    steps_per_round: int = field(default=50, metadata={"help": "Optimizer steps per round.", "range": _COUNT})
     beta: float = field(default=0.1, metadata={
         "help": "DPO's beta: the strength of the implicit KL tie to the reference.", "range": Range(0, 1000, low_open=True)})
     gamma: float = field(default=0.0, metadata={
         "help": "Weight of the chosen completion's mean token NLL added to the DPO loss (TRL's rpo_alpha; the "
                 "rationale-enriched DPO code uses 0.1).", "range": Range(0, 1000)})
-    length_target: int | None = field(default=None, metadata={
-        "help": "Target rationale length in words for the 'length' reward.", "range": Range(1, 100_000)})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.question_limits is not None and len(self.question_limits) != len(self.train):
-            raise ConfigError(type(self).__name__, "question_limits",
-                              f"has {len(self.question_limits)} entries for {len(self.train)} training files")
         for name, weight in (self.reward_weights or {}).items():
             if name not in [r.rpartition(":")[2] for r in self.rewards]:
                 raise ConfigError(type(self).__name__, "reward_weights", f"names {name!r}, which is not among the rewards")
@@ -279,15 +268,9 @@ class DPOConfig(TrainerConfig):
         if self.pairs and self.rounds > 1:
             raise ConfigError(type(self).__name__, "rounds",
                               "must be 1 with `pairs` (later rounds sample from the policy, which needs the pool)")
-        if not self.sft.strip():
-            raise ConfigError(type(self).__name__, "sft", "must name the bundle or HF model folder to start from (--sft)")
         if self.prompt_style == "teacher" and not self.pairs:
             raise ConfigError(type(self).__name__, "prompt_style",
                               "teacher needs `pairs` (the pool's rationales are sampled under the student prompt)")
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """Each round trains ``steps_per_round`` steps, however many the pairs make per epoch."""
-        return self.steps_per_round
 
     def weight_of(self, reward: str) -> float:
         """A reward's weight in the combined score (1 unless ``reward_weights`` says otherwise)."""
