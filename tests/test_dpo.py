@@ -98,6 +98,14 @@ def test_dpo_rounds_through_the_cli_resume_and_write_a_loadable_bundle(tiny_bund
     assert (prov["trainer"], prov["stage"], prov["start"], prov["pairs"]) == ("dpo", "dpo", str(sft), "pool")
     assert prov["pairs_per_round"][0] == 4 and len(prov["pairs_per_round"]) == 2 and prov["gamma"] == 0.1
     assert r.rationalize("Is thing 3 big?", ["yes", "no"], max_new_tokens=6).tokens_generated > 0
+    # killed during round 2's training: the resume trains on the pairs round 2 fixed, without sampling again
+    fixed = (out / "round-2" / "pairs.jsonl").read_text()
+    (out / "rounds.json").write_text(json.dumps({"rounds": 1, "pairs_per_round": [4]}))
+    again = CliRunner().invoke(cli, args + ["--rounds", "2", "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "round 2: resumed on its" in again.stderr and (out / "round-2" / "pairs.jsonl").read_text() == fixed
+    last = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "round"]
+    assert last[-1]["resumed_pairs"] and last[-1]["pool"] == 8 + 4 + 4
     # the trained adapter moved away from the start bundle's
     from safetensors.torch import load_file
 

@@ -311,8 +311,17 @@ def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None
     for round_no in range(done_rounds + 1, config.rounds + 1):
         # a pool round's row holds the policy's reward means (what the metrics plot draws); a file round's none
         row: dict[str, Any] = {"kind": "pairs" if given is not None else "round", "round": round_no}
+        round_out = out / f"round-{round_no}"
+        # a round killed after its pairs were fixed resumes on them: sampling and scoring are most of its cost
+        fixed = round_out / "pairs.jsonl"
         if given is not None:
             pairs = given
+        elif resume and all((round_out / f).exists() for f in ("pairs.jsonl", "pool.jsonl", "round.json")):
+            pairs = read_pairs(str(fixed))
+            pool = load_pool(round_out / "pool.jsonl")
+            cache = {}
+            row.update(json.loads((round_out / "round.json").read_text()), resumed_pairs=True)
+            logger.info("round %d: resumed on its %d fixed pairs", round_no, len(pairs))
         else:
             asked = questions
             if config.questions_per_round and config.questions_per_round < len(questions):
@@ -327,15 +336,17 @@ def train_dpo(config: DPOConfig, resume: bool = False, progress: Progress | None
             row["rewards"] = {r.name: sum(s[r.name] for s in new) / max(len(new), 1) for r in rewards}
             row["pool"] = len(pool)
             pairs = pool_pairs(pool, cache, config.weight_of, config.min_margin)
+            round_out.mkdir(parents=True, exist_ok=True)
+            save_pool(round_out / "pool.jsonl", pool)
+            atomic_write_text(round_out / "round.json", json.dumps(row))
         items, pairs = pair_items(pairs, student.tokenizer, student.template, config.max_length, codes,
                                   scheme.placement, config.prompt_style)
         if not items:
             raise UserError(f"round {round_no}: no preference pairs (no question has two usable rationales "
                             f"{config.min_margin} apart in combined score): lower min_margin, sample more per "
                             "question, or give pair files")
-        round_out = out / f"round-{round_no}"
         round_out.mkdir(parents=True, exist_ok=True)
-        write_pairs(round_out / "pairs.jsonl", pairs)
+        write_pairs(fixed, pairs)
         row["pairs"] = len(items)
         _log(log, row)
         logger.info("round %d: %d preference pairs", round_no, len(items))
